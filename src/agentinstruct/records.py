@@ -1,0 +1,82 @@
+"""The one record schema shared by every stage (see ARCHITECTURE in the README)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Role = Literal["system", "user", "assistant"]
+SeedKind = Literal["text", "code"]
+
+
+def content_id(text: str) -> str:
+    """Stable id of a piece of content: the same text gets the same id across runs."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+class Message(BaseModel):
+    role: Role
+    content: str
+
+
+class Seed(BaseModel):
+    """A raw document chunk to teach from."""
+
+    id: str
+    text: str
+    kind: SeedKind = "text"
+    source: str
+    chunk: int = 0
+    order: int = 0  # position in the input stream; fixes the output order across resumes
+
+
+class Transformed(BaseModel):
+    seed_id: str
+    agent: str
+    text: str
+
+
+class Task(BaseModel):
+    instruction: str
+    type: str
+    refinement_round: int = 0
+
+
+PROVENANCE_COLUMNS = (
+    "seed_id",
+    "source",
+    "skill",
+    "instruction_type",
+    "transformation",
+    "refinement_round",
+    "teacher_model",
+    "recipe_hash",
+)
+
+
+class Record(BaseModel):
+    """One training example with its provenance. Rejected ones carry ``reject_reason``."""
+
+    messages: list[Message]
+    seed_id: str
+    source: str
+    skill: str
+    instruction_type: str
+    transformation: str
+    refinement_round: int
+    teacher_model: str
+    recipe_hash: str
+    reject_reason: str | None = None
+    reject_gate: str | None = None
+    scores: dict[str, float] = Field(default_factory=dict)
+
+    def to_row(self) -> dict:
+        row = self.model_dump(mode="json")
+        row["messages"] = [m.model_dump() for m in self.messages]
+        row["reject_reason"] = self.reject_reason or ""
+        row["reject_gate"] = self.reject_gate or ""
+        row["judge_score"] = float(self.scores.get("judge", -1.0))
+        row.pop("scores")
+        return row
