@@ -56,8 +56,9 @@ def default_responder(body: dict[str, Any]) -> str:
 
 
 class FakeOpenAIServer:
-    def __init__(self, responder: Callable[[dict[str, Any]], str] = default_responder):
+    def __init__(self, responder: Callable[[dict[str, Any]], str] = default_responder, delay: float = 0.0):
         self.responder = responder
+        self.delay = delay
         self.script: list[tuple[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
@@ -76,6 +77,8 @@ class FakeOpenAIServer:
                     server.headers.append({k.lower(): v for k, v in self.headers.items()})
                     action = server.script.pop(0) if server.script else ("ok", None)
                 kind, arg = action
+                if server.delay:
+                    time.sleep(server.delay)
                 if kind == "sleep":
                     time.sleep(arg)
                     kind = "ok"

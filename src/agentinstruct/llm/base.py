@@ -112,6 +112,12 @@ class ModelSpec(StrictModel):
             return cls(backend="transformers", model=base, adapter=adapter, **overrides)
         return cls(backend="transformers", model=name, **overrides)
 
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide what the model replies (not how it is reached): these go into
+        recipe hashes, so a new base URL or concurrency limit does not invalidate a run."""
+        return self.model_dump(mode="json", include={"backend", "model", "adapter", "dtype",
+                                                     "structured_output", "extra_body"})
+
     def display_name(self) -> str:
         return self.model + (f"+{self.adapter}" if self.adapter else "")
 

@@ -36,28 +36,41 @@ from agentinstruct.llm.base import (
 log = logging.getLogger(__name__)
 
 
-class SeededSampler:
-    """Logits processor that samples each row with its own generator.
+class RowSampler:
+    """Logits processor giving every row its own temperature, seed and token budget.
 
-    It returns scores that keep only the sampled token, so ``generate`` runs greedy
-    (``do_sample=False``) and the choice of each row does not depend on the other rows.
+    It returns scores that keep only the chosen token, so ``generate`` runs greedy
+    (``do_sample=False``) while each row samples with its own generator: a row's choice does
+    not depend on the other rows. A row that reaches its budget is forced to end (EOS), which
+    lets rows with different ``max_tokens`` share one batch.
     """
 
-    def __init__(self, seeds: list[int], temperature: float, top_p: float = 1.0):
+    def __init__(self, seeds: list[int], temperatures: list[float], budgets: list[int],
+                 prompt_len: int, eos_id: int, top_p: float = 1.0):
         self.generators = [torch.Generator().manual_seed(s) for s in seeds]
-        self.temperature = temperature
+        self.temperatures = temperatures
+        self.budgets = budgets
+        self.prompt_len = prompt_len
+        self.eos_id = eos_id
         self.top_p = top_p
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        step = input_ids.shape[1] - self.prompt_len
         out = torch.full_like(scores, float("-inf"))
         for row, gen in enumerate(self.generators):
-            p = probs[row]
-            if self.top_p < 1.0:
-                sorted_p, idx = torch.sort(p, descending=True)
-                keep = torch.cumsum(sorted_p, 0) - sorted_p < self.top_p
-                p = torch.zeros_like(p).scatter(0, idx[keep], sorted_p[keep])
-            token = torch.multinomial(p, 1, generator=gen)
+            if step >= self.budgets[row]:
+                out[row, self.eos_id] = 0.0
+                continue
+            t = self.temperatures[row]
+            if t <= 0:
+                token = int(torch.argmax(scores[row]))
+            else:
+                p = torch.softmax(scores[row].float() / t, dim=-1)
+                if self.top_p < 1.0:
+                    sorted_p, idx = torch.sort(p, descending=True)
+                    keep = torch.cumsum(sorted_p, 0) - sorted_p < self.top_p
+                    p = torch.zeros_like(p).scatter(0, idx[keep], sorted_p[keep])
+                token = int(torch.multinomial(p, 1, generator=gen))
             out[row, token] = 0.0
         return out
 
@@ -143,10 +156,9 @@ class TransformersChatModel(ChatModel):
         while self._pending:
             if self.spec.batch_wait_ms and len(self._pending) < self.spec.batch_size:
                 await asyncio.sleep(self.spec.batch_wait_ms / 1000.0)
-            head = self._pending[0]
-            key = (head.max_tokens, head.temperature, head.schema is not None)
-            batch = [r for r in self._pending
-                     if (r.max_tokens, r.temperature, r.schema is not None) == key][: self.spec.batch_size]
+            # rows may differ in max_tokens and temperature; grammar-constrained rows batch together
+            constrained = self._pending[0].schema is not None
+            batch = [r for r in self._pending if (r.schema is not None) == constrained][: self.spec.batch_size]
             ids = {id(r) for r in batch}
             self._pending = [r for r in self._pending if id(r) not in ids]
             try:
@@ -193,26 +205,28 @@ class TransformersChatModel(ChatModel):
                 processors.append(
                     xgr.contrib.hf.LogitsProcessor([self._compiled_grammar(r.schema) for r in batch])
                 )
-            temperature = batch[0].temperature
-            if temperature > 0:
-                processors.append(SeededSampler([r.seed for r in batch], temperature))
+            prompt_len = enc["input_ids"].shape[1]
+            budgets = [r.max_tokens for r in batch]
+            processors.append(RowSampler([r.seed for r in batch], [r.temperature for r in batch],
+                                         budgets, prompt_len, self._eos_ids[0]))
             config = GenerationConfig(
-                max_new_tokens=batch[0].max_tokens,
+                max_new_tokens=max(budgets) + 1,
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self._eos_ids,
             )
             with torch.inference_mode():
                 out = self.model.generate(**enc, generation_config=config, logits_processor=processors)
-            prompt_len = enc["input_ids"].shape[1]
             results = []
             for row, r in enumerate(batch):
                 tokens = out[row, prompt_len:].tolist()
                 finish = "length"
                 for i, tok in enumerate(tokens):
                     if tok in self._eos_ids:
-                        tokens, finish = tokens[: i + 1], "stop"
+                        # an EOS at the budget was forced by RowSampler: the reply was cut
+                        tokens, finish = (tokens[:i], "length") if i >= r.max_tokens else (tokens[: i + 1], "stop")
                         break
+                tokens = tokens[: r.max_tokens]
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
                 usage = Usage(int(enc["attention_mask"][row].sum()), len(tokens))
                 self.stats.add_usage(usage)

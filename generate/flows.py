@@ -1,0 +1,237 @@
+"""The three AgentInstruct flows for one (seed, skill) unit, plus answering and checks.
+
+1. content transformation: sampled agents rewrite the seed;
+2. seed instruction generation: tasks of sampled taxonomy types about each transformed text;
+3. instruction refinement: a Suggester proposes k changes, an Editor applies each, N rounds;
+then the teacher answers each kept task and the skill's checks accept or reject the pair.
+Sampling uses an RNG seeded by (recipe seed, seed id, skill), so a unit always makes the
+same choices; records carry a sort key so output order never depends on timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from agentinstruct.generate.checks import Candidate, run_checks
+from agentinstruct.generate.config import GenerateRecipe
+from agentinstruct.generate.skills import Agent, InstructionType, Skill, render
+from agentinstruct.llm import ChatModel, LLMError, chat_structured
+from agentinstruct.records import Message, Record, Seed
+
+TASK_SCHEMA = {
+    "type": "object",
+    "properties": {"task": {"type": "string", "minLength": 8, "maxLength": 600}},
+    "required": ["task"],
+    "additionalProperties": False,
+}
+
+
+def suggestions_schema(n: int) -> dict:
+    return {
+        "type": "object",
+        "properties": {"suggestions": {"type": "array", "minItems": n, "maxItems": n,
+                                       "items": {"type": "string", "minLength": 3, "maxLength": 300}}},
+        "required": ["suggestions"],
+        "additionalProperties": False,
+    }
+
+
+@dataclass
+class UnitResult:
+    """Everything one (seed, skill) unit produced: records keyed for a stable order."""
+
+    records: list[tuple[str, Record]] = field(default_factory=list)
+    stages: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class FlowContext:
+    recipe: GenerateRecipe
+    recipe_hash: str
+    teacher: ChatModel
+    judge: ChatModel
+    on_stage: callable = lambda stage, n=1: None  # progress hook
+
+    def params(self, skill: Skill) -> dict:
+        s = self.recipe.sampling
+        return {
+            "agents": s.agents_per_seed or skill.transformation.agents_per_seed,
+            "tasks": s.tasks_per_text or skill.instruction.tasks_per_text,
+            "rounds": skill.refinement.rounds if s.refinement_rounds is None else s.refinement_rounds,
+            "suggestions": s.suggestions or skill.refinement.suggestions,
+            "keep": s.keep or skill.refinement.keep,
+        }
+
+
+def conversation(system: str, user: str) -> list[dict[str, str]]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+
+
+def trim_to_sentence(text: str) -> str:
+    """Cut a truncated generation back to its last complete sentence or line."""
+    ends = [m.end() for m in re.finditer(r"[.!?](\s|$)|\n", text)]
+    return text[: ends[-1]].strip() if ends else text.strip()
+
+
+class UnitFlow:
+    def __init__(self, ctx: FlowContext, seed: Seed, skill: Skill, skill_index: int):
+        self.ctx, self.seed, self.skill, self.skill_index = ctx, seed, skill, skill_index
+        self.p = ctx.params(skill)
+        self.result = UnitResult()
+        self.mt = ctx.recipe.max_tokens
+
+    def _key(self, *parts: int) -> str:
+        return ":".join([f"{self.seed.order:09d}", f"{self.skill_index:02d}"] + [f"{p:03d}" for p in parts])
+
+    def _record(self, messages: list[dict], agent: str, itype: str, rnd: int, *,
+                reject: tuple[str, str] | None = None) -> Record:
+        return Record(
+            messages=[Message(**m) for m in messages],
+            seed_id=self.seed.id, source=self.seed.source, skill=self.skill.split,
+            instruction_type=itype, transformation=agent, refinement_round=rnd,
+            teacher_model=self.ctx.teacher.name, recipe_hash=self.ctx.recipe_hash,
+            reject_gate=reject[0] if reject else None, reject_reason=reject[1] if reject else None,
+        )
+
+    def _reject(self, key: str, gate: str, reason: str, user: str, agent: str, itype: str = "",
+                rnd: int = 0, answer: str | None = None) -> None:
+        msgs = [{"role": "user", "content": user}]
+        if answer is not None:
+            msgs.append({"role": "assistant", "content": answer})
+        self.result.records.append((key, self._record(msgs, agent, itype, rnd, reject=(gate, reason))))
+        self.result.stages[f"rejected:{gate}"] += 1
+
+    async def run(self) -> UnitResult:
+        agents = self.skill.agents_for(self.seed.kind)
+        if not agents:
+            return self.result
+        rng = random.Random(f"{self.ctx.recipe.seed}:{self.seed.id}:{self.skill.name}")
+        chosen = sorted(rng.sample(range(len(agents)), min(self.p["agents"], len(agents))))
+        types = self.skill.instruction.types
+        plan = [(ai, agents[ai], [types[t] for t in sorted(rng.sample(range(len(types)), min(self.p["tasks"], len(types))))])
+                for ai in chosen]
+        await asyncio.gather(*(self._branch(ai, agent, its) for ai, agent, its in plan))
+        self.result.records.sort(key=lambda kr: kr[0])
+        return self.result
+
+    async def _text(self, stage: str, system: str, user: str, max_tokens: int,
+                    temperature: float) -> tuple[str, str]:
+        completion = await self.ctx.teacher.chat(conversation(system, user), max_tokens=max_tokens,
+                                                 temperature=temperature)
+        self.ctx.on_stage(stage)
+        return completion.text.strip(), completion.finish_reason
+
+    async def _json(self, stage: str, system: str, user: str, schema: dict, max_tokens: int):
+        res = await chat_structured(self.ctx.teacher, conversation(system, user), schema,
+                                    name=stage, max_tokens=max_tokens,
+                                    temperature=self.ctx.recipe.temperature,
+                                    reasks=self.ctx.recipe.structured_reasks)
+        self.ctx.on_stage(stage)
+        return res
+
+    async def _branch(self, ai: int, agent: Agent, itypes: list[InstructionType]) -> None:
+        # 1. content transformation
+        if agent.passthrough:
+            text = self.seed.text
+        else:
+            prompt = render(agent.prompt, text=self.seed.text, kind=self.seed.kind, source=self.seed.source)
+            try:
+                text, finish = await self._text("transform", agent.system, prompt, self.mt.transform,
+                                                self.ctx.recipe.temperature)
+            except LLMError as exc:
+                self._reject(self._key(ai), "transformation", f"call failed: {exc}", prompt, agent.name)
+                return
+            if finish == "length":
+                text = trim_to_sentence(text)
+            if len(text) < self.ctx.recipe.chunking.min_chars:
+                self._reject(self._key(ai), "transformation", "transformed text empty or too short",
+                             prompt, agent.name, answer=text)
+                return
+        await asyncio.gather(*(self._task(ai, ti, agent, text, it) for ti, it in enumerate(itypes)))
+
+    async def _task(self, ai: int, ti: int, agent: Agent, text: str, itype: InstructionType) -> None:
+        # 2. seed instruction generation
+        instr = self.skill.instruction
+        prompt = render(instr.prompt, text=text, type=itype)
+        res = await self._json("instruction", instr.system, prompt, TASK_SCHEMA, self.mt.instruction)
+        if not res.ok:
+            self._reject(self._key(ai, ti), "instruction", f"no valid task: {res.error}", prompt,
+                         agent.name, itype.name, answer=res.raw)
+            return
+        versions: list[tuple[str, int, str | None]] = [(res.value["task"].strip(), 0, None)]
+        # 3. instruction refinement: Suggester -> Editor, `rounds` times along one chain
+        current = versions[0][0]
+        ref = self.skill.refinement
+        for rnd in range(1, self.p["rounds"] + 1):
+            sprompt = render(ref.suggester_prompt, text=text, task=current,
+                             proposals=ref.proposals, n=self.p["suggestions"])
+            sres = await self._json("suggest", ref.suggester_system, sprompt,
+                                    suggestions_schema(self.p["suggestions"]), self.mt.suggest)
+            if not sres.ok:
+                self._reject(self._key(ai, ti, 900 + rnd), "refinement", f"suggester: {sres.error}",
+                             sprompt, agent.name, itype.name, rnd, answer=sres.raw)
+                break
+            edits = await asyncio.gather(*(
+                self._json("edit", ref.editor_system,
+                           render(ref.editor_prompt, text=text, task=current, suggestion=s),
+                           TASK_SCHEMA, self.mt.edit)
+                for s in sres.value["suggestions"]))
+            new = [(e.value["task"].strip(), rnd, current) for e in edits if e.ok]
+            for si, e in enumerate(edits):
+                if not e.ok:
+                    self._reject(self._key(ai, ti, 900 + rnd * 10 + si), "refinement",
+                                 f"editor: {e.error}", current, agent.name, itype.name, rnd, answer=e.raw)
+            if not new:
+                break
+            versions.extend(new)
+            current = new[0][0]
+        if self.p["keep"] == "final":
+            last = max(v[1] for v in versions)
+            kept = [(vi, v) for vi, v in enumerate(versions) if v[1] == last]
+        else:
+            kept = list(enumerate(versions))
+        await asyncio.gather(*(self._answer(ai, ti, vi, agent, text, itype, *v) for vi, v in kept))
+
+    async def _answer(self, ai: int, ti: int, vi: int, agent: Agent, text: str,
+                      itype: InstructionType, task: str, rnd: int, previous: str | None) -> None:
+        key = self._key(ai, ti, vi)
+        policy = self.skill.answer
+        user = render(self.skill.instruction.user_template, text=text, task=task)
+        system = policy.system
+        if policy.step_by_step:
+            system = f"{system} {policy.step_by_step_hint}".strip()
+        convo = conversation(system, user)
+        if policy.format == "json" and policy.json_schema:
+            res = await chat_structured(self.ctx.teacher, convo, policy.json_schema, name="answer",
+                                        max_tokens=self.mt.answer,
+                                        temperature=self.ctx.recipe.answer_temperature,
+                                        reasks=self.ctx.recipe.structured_reasks)
+            self.ctx.on_stage("answer")
+            if not res.ok:
+                self._reject(key, "format", f"answer: {res.error}", user, agent.name, itype.name, rnd,
+                             answer=res.raw)
+                return
+            answer, finish = json.dumps(res.value, ensure_ascii=False), res.finish_reason
+        else:
+            try:
+                answer, finish = await self._text("answer", system, user, self.mt.answer,
+                                                  self.ctx.recipe.answer_temperature)
+            except LLMError as exc:
+                self._reject(key, "answer", f"call failed: {exc}", user, agent.name, itype.name, rnd)
+                return
+        cand = Candidate(self.skill, text, self.seed.text, task, previous, itype.name, answer, finish)
+        failed = await run_checks(cand, self.ctx.judge, self.mt.check, itype.skip_checks)
+        messages = ([{"role": "system", "content": system}] if policy.include_system_in_messages and system else [])
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+        record = self._record(messages, agent.name, itype.name, rnd, reject=failed)
+        self.result.records.append((key, record))
+        self.result.stages["rejected:" + failed[0] if failed else "accepted"] += 1
+
+
+async def run_unit(ctx: FlowContext, seed: Seed, skill: Skill, skill_index: int) -> UnitResult:
+    return await UnitFlow(ctx, seed, skill, skill_index).run()

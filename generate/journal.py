@@ -1,0 +1,86 @@
+"""The run journal: one JSON line per finished (seed, skill) unit.
+
+A line is written with one ``write`` and flushed, so a SIGKILL leaves at most one partial last
+line, which the next run drops. Finished units are skipped on resume; unfinished ones are
+redone, their LLM calls answered from the call cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class JournalError(RuntimeError):
+    pass
+
+
+def unit_id(seed_id: str, skill: str) -> str:
+    return f"{seed_id}/{skill}"
+
+
+class Journal:
+    def __init__(self, path: Path, recipe_hash: str):
+        self.path = path
+        self.recipe_hash = recipe_hash
+        self._fh = None
+
+    def done_units(self) -> set[str]:
+        """Units already finished; truncates a partial last line left by a crash."""
+        if not self.path.exists():
+            return set()
+        done: set[str] = set()
+        good_end = 0
+        with open(self.path, "rb") as fh:
+            for raw in fh:
+                if not raw.endswith(b"\n"):
+                    break
+                try:
+                    line = json.loads(raw)
+                except json.JSONDecodeError:
+                    break
+                if line["recipe_hash"] != self.recipe_hash:
+                    raise JournalError(
+                        f"{self.path}: holds a run of another recipe (hash {line['recipe_hash']}, "
+                        f"this one {self.recipe_hash}); use another --output or --overwrite"
+                    )
+                done.add(line["unit"])
+                good_end += len(raw)
+        if good_end != self.path.stat().st_size:
+            with open(self.path, "r+b") as fh:
+                fh.truncate(good_end)
+        return done
+
+    def append(self, unit: str, records: list[dict[str, Any]], stages: dict[str, int]) -> None:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")
+        line = json.dumps({"unit": unit, "recipe_hash": self.recipe_hash, "records": records,
+                           "stages": stages}, ensure_ascii=False)
+        self._fh.write(line + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def lines(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(byte offset, parsed line) for every complete line."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as fh:
+            offset = 0
+            for raw in fh:
+                if raw.endswith(b"\n"):
+                    yield offset, json.loads(raw)
+                offset += len(raw)
+
+    def read_at(self, offset: int) -> dict[str, Any]:
+        with open(self.path, "rb") as fh:
+            fh.seek(offset)
+            return json.loads(fh.readline())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

@@ -1,0 +1,32 @@
+"""Entry point used by the CLI and the pipeline: recipe + overrides -> a finished run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from agentinstruct.generate.config import GenerateRecipe
+from agentinstruct.generate.engine import GenerationRun, RunSummary
+from agentinstruct.recipes import load_recipe, parse_recipe, read_yaml
+
+
+def load_generate_recipe(path: str | Path, **overrides: Any) -> GenerateRecipe:
+    """Load a generate recipe; CLI overrides (None = keep the recipe's value) are validated too."""
+    data = read_yaml(path)
+    for key, value in overrides.items():
+        if value is not None:
+            data[key] = str(value) if isinstance(value, Path) else value
+    return parse_recipe(data, GenerateRecipe, str(path))
+
+
+def run_generate(recipe: GenerateRecipe, *, skills: list[str] | None = None,
+                 console: Console | None = None, show_progress: bool = True,
+                 overwrite: bool = False, push_to_hub: str | None = None) -> RunSummary:
+    run = GenerationRun(recipe, skills=skills, console=console, show_progress=show_progress,
+                        overwrite=overwrite)
+    return run.run(push_to_hub=push_to_hub)
+
+
+__all__ = ["load_generate_recipe", "run_generate", "load_recipe"]

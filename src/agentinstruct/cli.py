@@ -1,0 +1,92 @@
+"""``agentinstruct`` command line: generate | train | evaluate | report | pipeline | chat."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from agentinstruct.recipes import RecipeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Generative Teaching: documents -> instruction data -> fine-tuned model -> report.")
+console = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    """One line on stderr, exit code 2: bad input never ends in a traceback."""
+    console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _csv(value: Optional[str]) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+
+
+@app.command()
+def generate(
+    recipe: Annotated[Path, typer.Option("--recipe", "-r", help="recipes/generate/<name>.yaml")],
+    input: Annotated[Optional[str], typer.Option(help="folder, glob, file, hf:NAME[:split] or saved dataset")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="run directory (default: the recipe's)")] = None,
+    skills: Annotated[Optional[str], typer.Option(help="comma-separated skill names or splits")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="at most this many seeds")] = None,
+    format: Annotated[Optional[list[str]], typer.Option("--format", help="also write parquet / jsonl")] = None,
+    push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", help="Hub dataset repo id")] = None,
+    overwrite: Annotated[bool, typer.Option(help="delete the run directory first")] = False,
+    progress: Annotated[bool, typer.Option(help="show the live progress display")] = True,
+) -> None:
+    """Turn raw documents into an instruction dataset with the three AgentInstruct flows."""
+    from agentinstruct.generate.runner import load_generate_recipe, run_generate
+
+    try:
+        rec = load_generate_recipe(recipe, input=input, output=output, limit=limit, formats=format)
+        summary = run_generate(rec, skills=_csv(skills), console=console, show_progress=progress,
+                               overwrite=overwrite, push_to_hub=push_to_hub)
+    except (RecipeError, ValueError, RuntimeError) as exc:
+        fail(str(exc))
+    Console().print(summary.table())
+
+
+@app.command()
+def chat(
+    prompt: Annotated[str, typer.Argument(help="the user message")],
+    model: Annotated[str, typer.Option(help="embedded:KEY, HF id/folder, or openai:BASE_URL:MODEL")] = "embedded:smollm2-135m-instruct",
+    max_tokens: Annotated[int, typer.Option()] = 128,
+    temperature: Annotated[float, typer.Option()] = 0.0,
+    api_key_env: Annotated[Optional[str], typer.Option(help="env var with the API key (openai)")] = None,
+) -> None:
+    """One chat turn through the LLM layer (quick check of a backend)."""
+    from agentinstruct.llm import LLMError, ModelSpec, create_model
+
+    try:
+        spec = ModelSpec.from_string(model, **({"api_key_env": api_key_env} if api_key_env else {}))
+        m = create_model(spec)
+        out = asyncio.run(m.chat([{"role": "user", "content": prompt}], max_tokens=max_tokens,
+                                 temperature=temperature))
+    except (LLMError, ValueError) as exc:
+        fail(str(exc))
+    print(out.text)
+    console.print(f"[dim]finish={out.finish_reason} tokens={out.usage.prompt_tokens}+{out.usage.completion_tokens}[/]")
+
+
+def run() -> None:  # pragma: no cover
+    sys.exit(app())

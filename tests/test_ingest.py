@@ -1,0 +1,72 @@
+from agentinstruct.generate.ingest import (
+    IngestReport,
+    chunk_text,
+    html_to_text,
+    iter_seeds,
+    regex_tokenize,
+)
+
+
+def seeds_of(path, **kw):
+    report = IngestReport()
+    lines = []
+    seeds = list(iter_seeds(str(path), tokenize=regex_tokenize, max_tokens=kw.get("max_tokens", 200),
+                            overlap=kw.get("overlap", 10), min_chars=20, code_extensions={".py"},
+                            report=report, log=lines.append))
+    return seeds, report, lines
+
+
+def test_bad_inputs_are_skipped_with_one_line_each(tmp_path):
+    (tmp_path / "good.txt").write_text("A perfectly fine document about lakes and rivers and the sea.")
+    (tmp_path / "binary.txt").write_bytes(b"\x00\x01\x02\x03binary")
+    (tmp_path / "empty.md").write_text("   \n")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait is a drink".encode("latin-1"))
+    (tmp_path / "image.png").write_bytes(b"\x89PNG")
+    seeds, report, lines = seeds_of(tmp_path)
+    assert [s.source for s in seeds] == [str(tmp_path / "good.txt")]
+    assert report.read == 5 and report.seeds == 1
+    assert report.skipped == {"binary file": 1, "empty": 1, "not valid UTF-8 (byte 3)": 1,
+                              "unsupported file type .png": 1}
+    assert len(lines) == 4 and all(line.startswith("skipped ") for line in lines)
+    assert any("binary.txt: binary file" in line for line in lines)
+
+
+def test_sample_docs_kinds_and_stable_ids(repo):
+    a, _, _ = seeds_of(repo / "examples" / "docs")
+    b, _, _ = seeds_of(repo / "examples" / "docs")
+    assert [s.id for s in a] == [s.id for s in b]
+    kinds = {s.source.rsplit(".", 1)[1]: s.kind for s in a}
+    assert kinds["py"] == "code" and kinds["txt"] == "text" and kinds["html"] == "text"
+    assert [s.order for s in a] == list(range(len(a)))
+
+
+def test_html_main_text_only(repo):
+    text = html_to_text((repo / "examples" / "docs" / "harbor_festival.html").read_text())
+    assert "3,000 paper lanterns" in text
+    assert "analytics" not in text and "Copyright" not in text and "Home" not in text
+
+
+def test_chunks_are_bounded_overlapping_substrings():
+    text = " ".join(f"word{i}." for i in range(500))
+    chunks = chunk_text(text, regex_tokenize, max_tokens=100, overlap=20)
+    assert len(chunks) > 5
+    for c in chunks:
+        assert c in text and len(regex_tokenize(c)) <= 100
+    assert chunks[0][-30:] in text and chunks[1].split()[0] in chunks[0]  # overlap
+
+
+def test_duplicate_content_is_one_seed(tmp_path):
+    body = "The same document text appears twice in this corpus, word for word."
+    (tmp_path / "a.txt").write_text(body)
+    (tmp_path / "b.txt").write_text(body)
+    seeds, report, _ = seeds_of(tmp_path)
+    assert len(seeds) == 1 and report.skipped["duplicate of an earlier seed"] == 1
+
+
+def test_local_saved_dataset_input(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_dict({"text": ["First document about the harbour town.", ""],
+                                "id": [1, 2]}).save_to_disk(str(tmp_path / "ds"))
+    seeds, report, _ = seeds_of(tmp_path / "ds")
+    assert len(seeds) == 1 and seeds[0].source.endswith("#0") and report.skipped["empty"] == 1
