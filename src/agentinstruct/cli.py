@@ -66,6 +66,23 @@ def generate(
     Console().print(summary.table())
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Option("--config", help="recipes/<model>/sft/<variant>.yaml")],
+) -> None:
+    """Fine-tune with TRL (same code as `accelerate launch train/sft.py`); extra flags go to TrlParser."""
+    from agentinstruct.train.sft import main as sft_main
+
+    if not config.exists():
+        fail(f"{config}: recipe file not found")
+    try:
+        result = sft_main(["--config", str(config), *ctx.args])
+    except (RecipeError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"[green]trained[/] {result['global_step']} steps -> {result['output_dir']}")
+
+
 @app.command()
 def chat(
     prompt: Annotated[str, typer.Argument(help="the user message")],

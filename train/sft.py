@@ -1,0 +1,184 @@
+#!/usr/bin/env python
+"""Supervised fine-tuning with TRL + PEFT, in the style of alignment-handbook / open-r1.
+
+    accelerate launch [--config_file recipes/accelerate_configs/zero3.yaml] train/sft.py \
+        --config recipes/<model>/sft/<variant>.yaml [--any_sft_config_flag value ...]
+
+The YAML recipe fills three dataclasses through ``TrlParser`` (unknown keys are errors):
+``SFTScriptArguments`` below, ``trl.SFTConfig`` and ``trl.ModelConfig``; CLI flags override it.
+Order: seed -> logging -> last checkpoint -> data -> tokenizer/template -> model -> trainer ->
+train -> save -> model card -> push. Also reachable as ``agentinstruct train --config ...``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("agentinstruct.train")
+
+
+@dataclass
+class SFTScriptArguments:
+    dataset_mixture: dict = field(
+        default=None,
+        metadata={"help": "sources: [{path, splits, weight}], seed, test_split_size (see data_mixture.py)"},
+    )
+    chat_template: str = field(
+        default=None,
+        metadata={"help": "training template with {% generation %} tags: name in recipes/templates or a path"},
+    )
+    check_examples: int = field(default=32, metadata={"help": "examples checked for trainable tokens"})
+
+
+def parse_args(argv: list[str] | None = None):
+    from trl import ModelConfig, SFTConfig, TrlParser
+
+    parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
+    return parser.parse_args_and_config(args=argv)
+
+
+def config_path(argv: list[str] | None) -> str | None:
+    args = sys.argv[1:] if argv is None else argv
+    for i, a in enumerate(args):
+        if a == "--config" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def provenance(script_args: SFTScriptArguments, model_args: Any, cfg: str | None) -> dict[str, Any]:
+    """What the model was trained from: recipe text, base model, and each source's manifest."""
+    sources = []
+    for src in (script_args.dataset_mixture or {}).get("sources", []):
+        entry = dict(src)
+        manifest = Path(src["path"]).parent / "manifest.json"
+        if manifest.exists():
+            m = json.loads(manifest.read_text())
+            entry.update(recipe_hash=m.get("recipe_hash"), teacher=m.get("teacher"), counts=m.get("counts"))
+        sources.append(entry)
+    return {"base_model": model_args.model_name_or_path, "recipe": cfg,
+            "recipe_text": Path(cfg).read_text() if cfg and Path(cfg).exists() else None,
+            "sources": sources}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    import datasets
+    import transformers
+    from accelerate import PartialState
+    from transformers import AutoTokenizer, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTTrainer, get_peft_config, get_quantization_config
+
+    from agentinstruct.embedded import resolve_model_path
+    from agentinstruct.train.chat_templates import check_trainable_tokens, load_template
+    from agentinstruct.train.data_mixture import load_mixture, parse_mixture
+
+    script_args, training_args, model_args = parse_args(argv)
+    cfg = config_path(argv)
+
+    # seed and logging
+    set_seed(training_args.seed)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        level=training_args.get_process_log_level(), handlers=[logging.StreamHandler(sys.stdout)])
+    logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+    datasets.utils.logging.set_verbosity(training_args.get_process_log_level())
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+
+    # resume from the last checkpoint in output_dir, if any
+    last_checkpoint = training_args.resume_from_checkpoint
+    if last_checkpoint is None and os.path.isdir(training_args.output_dir):
+        last_checkpoint = get_last_checkpoint(training_args.output_dir)
+    if last_checkpoint:
+        logger.info("Resuming from checkpoint %s", last_checkpoint)
+
+    # data: only `messages` reaches the trainer
+    if not script_args.dataset_mixture:
+        raise ValueError(f"{cfg}: dataset_mixture: required key is missing")
+    mixture = parse_mixture(script_args.dataset_mixture, f"{cfg}: dataset_mixture")
+    data = load_mixture(mixture, f"{cfg}: dataset_mixture")
+    logger.info("Training rows: %d%s", len(data["train"]),
+                f", test rows: {len(data['test'])}" if "test" in data else "")
+
+    # tokenizer and training chat template
+    model_path = resolve_model_path(model_args.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision,
+                                              trust_remote_code=training_args.trust_remote_code)
+    if script_args.chat_template:
+        tokenizer.chat_template = load_template(script_args.chat_template)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if training_args.assistant_only_loss:
+        n = min(script_args.check_examples, len(data["train"]))
+        example = check_trainable_tokens(tokenizer, [data["train"][i]["messages"] for i in range(n)])
+        logger.info("Example with its loss mask (trained tokens in [[...]]):\n%s", example)
+
+    # model: dtype, optional 4-bit quantization, optional LoRA
+    quantization_config = get_quantization_config(model_args)
+    init_kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype,
+                   "attn_implementation": model_args.attn_implementation,
+                   "trust_remote_code": training_args.trust_remote_code}
+    if quantization_config is not None:
+        init_kwargs["device_map"] = {"": PartialState().local_process_index}
+    training_args.model_init_kwargs = {**init_kwargs, **(training_args.model_init_kwargs or {})}
+
+    trainer = SFTTrainer(
+        model=model_path,
+        args=training_args,
+        train_dataset=data["train"],
+        eval_dataset=data.get("test") if training_args.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        quantization_config=quantization_config,
+    )
+
+    # fail fast: a collated batch with no trainable token means a broken template or data
+    first = [trainer.train_dataset[i] for i in range(min(training_args.per_device_train_batch_size,
+                                                         len(trainer.train_dataset)))]
+    batch = trainer.data_collator(first)
+    if int((batch["labels"] != -100).sum()) == 0:
+        raise ValueError("the first training batch has 0 trainable tokens (all labels are -100): "
+                         "check chat_template's {% generation %} block and max_length")
+
+    # train
+    result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+
+    # save: generation stops at EOS with the training template
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+    base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+    base.generation_config.eos_token_id = tokenizer.eos_token_id
+    base.generation_config.pad_token_id = tokenizer.pad_token_id
+    trainer.save_model(training_args.output_dir)
+    tokenizer.save_pretrained(training_args.output_dir)
+
+    # model card with dataset and recipe provenance
+    prov = provenance(script_args, model_args, cfg)
+    if trainer.accelerator.is_main_process:
+        (Path(training_args.output_dir) / "agentinstruct_provenance.json").write_text(json.dumps(prov, indent=2))
+        trainer.create_model_card(model_name=Path(training_args.output_dir).name,
+                                  dataset_name=", ".join(s["path"] for s in prov["sources"]),
+                                  tags=["agentinstruct", "generative-teaching", "sft"])
+        card = Path(training_args.output_dir) / "README.md"
+        with open(card, "a", encoding="utf-8") as fh:
+            fh.write("\n## agentinstruct provenance\n\n")
+            fh.write(f"- base model: `{prov['base_model']}`\n- recipe: `{prov['recipe']}`\n")
+            for s in prov["sources"]:
+                fh.write(f"- data: `{s['path']}` splits={s.get('splits') or 'all but rejected'} "
+                         f"weight={s.get('weight', 1.0)} teacher={s.get('teacher')} recipe_hash={s.get('recipe_hash')}\n")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=", ".join(s["path"] for s in prov["sources"]))
+    return {"output_dir": training_args.output_dir, "global_step": trainer.state.global_step,
+            "log_history": trainer.state.log_history}
+
+
+if __name__ == "__main__":
+    main()
