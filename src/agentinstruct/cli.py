@@ -83,6 +83,112 @@ def train(
     console.print(f"[green]trained[/] {result['global_step']} steps -> {result['output_dir']}")
 
 
+MODEL_HELP = "embedded:KEY, HF id or folder, FOLDER+ADAPTER, or openai:BASE_URL:MODEL"
+
+
+@app.command()
+def evaluate(
+    config: Annotated[Path, typer.Option("--config", help="recipes/eval/<name>.yaml")],
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "embedded:smollm2-135m-instruct",
+    name: Annotated[Optional[str], typer.Option(help="run name (default: from the model)")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option(help="parent of the run directory")] = None,
+    api_key_env: Annotated[Optional[str], typer.Option(help="env var with the API key (openai:...)")] = None,
+    report: Annotated[bool, typer.Option(help="also write report.md/html for this run")] = True,
+) -> None:
+    """Run the benchmark suite on one model; writes RUN_DIR/results.json and per-sample logs."""
+    from agentinstruct.evaluate.report import write_report
+    from agentinstruct.evaluate.suite import load_eval_recipe, run_eval
+    from agentinstruct.llm import LLMError, ModelSpec
+
+    try:
+        recipe = load_eval_recipe(config)
+        spec = ModelSpec.from_string(model, **({"api_key_env": api_key_env} if api_key_env else {}))
+        run_dir = run_eval(recipe, spec, run_name=name, output_dir=output_dir)
+        if report:
+            write_report([run_dir], run_dir)
+    except (RecipeError, LLMError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    _print_scores(run_dir)
+
+
+def _print_scores(run_dir: Path) -> None:
+    import json
+
+    from rich.table import Table
+
+    results = json.loads((run_dir / "results.json").read_text())
+    table = Table(title=f"{results['run_name']} ({results['model']})")
+    table.add_column("benchmark")
+    table.add_column("score")
+    table.add_column("value", justify="right")
+    table.add_column("n", justify="right")
+    for name, s in results["scores"].items():
+        table.add_row(s.get("benchmark", ""), name, f"{s['value']:.4f}", str(s.get("n") or ""))
+    Console().print(table)
+    for note in results["notes"]:
+        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
+    console.print(f"results: {run_dir / 'results.json'}")
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="evaluation run directories; the first is the baseline")],
+    output: Annotated[Path, typer.Option(help="folder for report.md / report.html")] = Path("runs/report"),
+    title: Annotated[str, typer.Option()] = "agentinstruct evaluation report",
+) -> None:
+    """Compare runs (base vs tuned): a table with deltas, charts, and the paper's quoted rows."""
+    from agentinstruct.evaluate.report import write_report
+
+    try:
+        md, html = write_report(runs, output, title)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    console.print(f"wrote {md} and {html}")
+
+
+@app.command()
+def prefetch(
+    config: Annotated[Path, typer.Option("--config", help="recipes/eval/<name>.yaml")],
+    model: Annotated[Optional[list[str]], typer.Option(help=MODEL_HELP)] = None,
+    dry_run: Annotated[bool, typer.Option(help="list what would be downloaded")] = False,
+) -> None:
+    """Download every dataset/model the config needs, for later runs with HF_HUB_OFFLINE=1."""
+    from agentinstruct.evaluate.prefetch import plan
+    from agentinstruct.evaluate.suite import load_eval_recipe
+    from agentinstruct.llm import ModelSpec
+
+    try:
+        items = plan(load_eval_recipe(config), [ModelSpec.from_string(m) for m in model or []])
+    except (RecipeError, ValueError) as exc:
+        fail(str(exc))
+    if not items:
+        console.print("nothing to fetch: every input is local")
+    for kind, name, fetch in items:
+        console.print(f"{'would fetch' if dry_run else 'fetching'} {kind}: {name}")
+        if not dry_run:
+            fetch()
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "embedded:smollm2-135m-instruct",
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+) -> None:
+    """Serve a local model on an OpenAI-compatible /v1/chat/completions endpoint."""
+    import threading
+
+    from agentinstruct.llm import ModelSpec, create_model
+    from agentinstruct.llm.serve import serve_in_thread
+
+    with serve_in_thread(create_model(ModelSpec.from_string(model)), host, port) as url:
+        console.print(f"serving {model} at {url} (Ctrl-C to stop)")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
 @app.command()
 def chat(
     prompt: Annotated[str, typer.Argument(help="the user message")],

@@ -1,0 +1,144 @@
+"""Summarisation hallucination: the model summarises documents; an LLM judge marks each summary
+for claims the document does not support (rubric below), giving a hallucination rate and a
+quality score. Optionally Vectara's HHEM-2.1-Open classifier when it is available locally."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from agentinstruct.evaluate.config import HallucinationSection
+from agentinstruct.generate.ingest import IngestReport, iter_seeds, regex_tokenize
+from agentinstruct.llm import ChatModel, LLMError, create_model
+from agentinstruct.llm.structured import extract_json
+
+SUMMARY_PROMPT = "Summarise the following document in three sentences.\n\nDocument:\n{document}"
+JUDGE_PROMPT = """You check a summary against its source document.
+
+Document:
+{document}
+
+Summary:
+{summary}
+
+List every claim in the summary that the document does not support. Then rate the summary.
+Reply in JSON: {{"unsupported_claims": [...], "hallucinated": true or false, "quality": 1 to 5}}
+"hallucinated" is true when at least one claim is unsupported; "quality" rates faithfulness and coverage (5 best)."""
+
+JUDGE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "unsupported_claims": {"type": "array", "items": {"type": "string", "maxLength": 300}, "maxItems": 8},
+        "hallucinated": {"type": "boolean"},
+        "quality": {"type": "integer", "minimum": 1, "maximum": 5},
+    },
+    "required": ["unsupported_claims", "hallucinated", "quality"],
+    "additionalProperties": False,
+}
+
+_YES = {"true", "yes", "1"}
+
+
+def parse_verdict(text: str) -> dict[str, Any] | None:
+    """Robust judge parsing: JSON first, then 'hallucinated: yes' / 'quality: 4' lines.
+    Returns None when the reply says neither (counted as unparseable)."""
+    try:
+        value = extract_json(text)
+        if isinstance(value, dict) and "hallucinated" in value:
+            h = value["hallucinated"]
+            h = h if isinstance(h, bool) else str(h).strip().lower() in _YES
+            q = value.get("quality")
+            try:
+                q = min(5, max(1, int(q))) if q is not None else None
+            except (TypeError, ValueError):
+                q = None
+            claims = value.get("unsupported_claims") or []
+            return {"hallucinated": h, "quality": q, "unsupported_claims": claims if isinstance(claims, list) else []}
+    except ValueError:
+        pass
+    m = re.search(r"hallucinat\w*\W{0,5}(true|false|yes|no)\b", text, re.IGNORECASE)
+    if not m:
+        return None
+    q = re.search(r"quality\W{0,5}([1-5])\b", text, re.IGNORECASE)
+    return {"hallucinated": m.group(1).lower() in _YES, "quality": int(q.group(1)) if q else None,
+            "unsupported_claims": []}
+
+
+def load_documents(section: HallucinationSection) -> list[tuple[str, str]]:
+    seeds = iter_seeds(section.documents, tokenize=regex_tokenize, max_tokens=section.max_doc_tokens,
+                       overlap=0, min_chars=80, code_extensions=set(), text_column=section.text_column,
+                       report=IngestReport())
+    docs = [(s.source, s.text) for s in seeds if s.kind == "text"]
+    return docs[: section.max_documents] if section.max_documents else docs
+
+
+def hhem_scores(pairs: list[tuple[str, str]]) -> list[float] | None:
+    """HHEM-2.1-Open consistency scores in [0, 1], or None when the model is not available locally."""
+    try:
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(
+            "vectara/hallucination_evaluation_model", trust_remote_code=True, local_files_only=True)
+    except Exception:  # noqa: BLE001 - any failure means: not available offline
+        return None
+    return [float(s) for s in model.predict(pairs)]
+
+
+async def _summaries_and_verdicts(model: ChatModel, judge: ChatModel, docs, section):
+    summaries = await model.chat_batch(
+        [[{"role": "user", "content": SUMMARY_PROMPT.format(document=d)}] for _, d in docs],
+        max_tokens=section.summary_max_tokens, temperature=0.0)
+    texts = [s.text if not isinstance(s, LLMError) else "" for s in summaries]
+    verdicts = await judge.chat_batch(
+        [[{"role": "user", "content": JUDGE_PROMPT.format(document=d, summary=t)}] for (_, d), t in zip(docs, texts)],
+        max_tokens=section.judge_max_tokens, temperature=0.0,
+        response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": JUDGE_SCHEMA}})
+    return texts, [v.text if not isinstance(v, LLMError) else "" for v in verdicts]
+
+
+def run_hallucination(section: HallucinationSection, model: ChatModel, out_dir: Path, notes: list[str],
+                      judge: ChatModel | None = None) -> dict[str, dict[str, Any]]:
+    docs = load_documents(section)
+    if not docs:
+        raise ValueError(f"hallucination.documents {section.documents!r}: no documents to summarise")
+    judge = judge or create_model(section.judge)
+    summaries, replies = asyncio.run(_summaries_and_verdicts(model, judge, docs, section))
+    parsed = [parse_verdict(r) for r in replies]
+    rows = [{"source": src, "summary": s, "judge_reply": r, "verdict": v}
+            for (src, _), s, r, v in zip(docs, summaries, replies, parsed)]
+    ok = [v for v in parsed if v is not None]
+    unparsed = len(parsed) - len(ok)
+    if unparsed:
+        notes.append(f"hallucination: {unparsed} of {len(parsed)} judge replies could not be parsed (not counted)")
+    scores: dict[str, dict[str, Any]] = {}
+    base = {"benchmark": "Summarisation hallucination", "judge": judge.name, "n_unparsed": unparsed}
+    if ok:
+        rate = sum(v["hallucinated"] for v in ok) / len(ok)
+        scores["hallucination rate (judge)"] = {"value": rate, "stderr": (rate * (1 - rate) / len(ok)) ** 0.5,
+                                                "metric": "hallucination_rate", "n": len(ok),
+                                                "lower_is_better": True, **base}
+        qualities = [v["quality"] for v in ok if v["quality"] is not None]
+        if qualities:
+            scores["summary quality (judge, 1-5)"] = {"value": sum(qualities) / len(qualities), "stderr": None,
+                                                      "metric": "quality", "n": len(qualities), **base}
+    if section.hhem:
+        hhem = hhem_scores([(d, s) for (_, d), s in zip(docs, summaries)])
+        if hhem is None:
+            notes.append("hallucination: HHEM-2.1-Open is not available locally; skipped "
+                         "(agentinstruct prefetch fetches it)")
+        else:
+            for row, h in zip(rows, hhem):
+                row["hhem_consistency"] = h
+            rate = sum(h < 0.5 for h in hhem) / len(hhem)
+            scores["hallucination rate (HHEM-2.1)"] = {"value": rate, "stderr": None, "metric": "hhem_rate",
+                                                       "n": len(hhem), "lower_is_better": True,
+                                                       "benchmark": "Summarisation hallucination"}
+    samples = out_dir / "samples"
+    samples.mkdir(parents=True, exist_ok=True)
+    with open(samples / "hallucination.jsonl", "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return scores
