@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from agentinstruct.generate.gates_config import Gates
 from agentinstruct.llm.base import ModelSpec
 from agentinstruct.recipes import StrictModel
 
@@ -51,6 +52,7 @@ class GenerateRecipe(StrictModel):
     chunking: Chunking = Field(default_factory=Chunking)
     max_tokens: MaxTokens = Field(default_factory=MaxTokens)
     sampling: Sampling = Field(default_factory=Sampling)
+    gates: Gates = Field(default_factory=Gates, description="quality gates; each can be switched off")
     formats: list[Literal["parquet", "jsonl"]] = Field(default_factory=list)
     code_extensions: list[str] = Field(
         default_factory=lambda: [".py", ".js", ".ts", ".java", ".go", ".rs", ".c", ".cpp", ".h",

@@ -88,6 +88,11 @@ class RunSummary:
             t.add_row(f"  rejected: {reason}", str(n))
         for name, g in self.gates.items():
             t.add_row(f"gate {name}: checked / removed", f"{g['checked']} / {g['removed']}")
+            for reason, n in list(g.get("reasons", {}).items())[:2]:
+                t.add_row(f"  {name}: {reason}", str(n))
+            if name == "grounding":
+                for skill, c in g.get("by_skill", {}).items():
+                    t.add_row(f"  grounded share {skill}", f"{c['passed_share']:.0%} of {c['checked']}")
         t.add_row("LLM calls (cache hits)", f"{self.llm['calls']} ({self.llm['cache_hits']})")
         t.add_row("tokens in / out", f"{self.llm['prompt_tokens']} / {self.llm['completion_tokens']}")
         t.add_row("retries / failures", f"{self.llm['retries']} / {self.llm['failures']}")
@@ -141,8 +146,8 @@ class GenerationRun:
         })
         if overwrite and self.out.exists():
             shutil.rmtree(self.out)
-        self.record_gates = record_gates or []
-        self.row_gates = row_gates or []
+        self.record_gates = record_gates  # None: the gates the recipe switches on
+        self.row_gates = row_gates
         self.extra_manifest = extra_manifest or {}
 
     def _tokenizer(self, teacher: ChatModel):
@@ -166,6 +171,13 @@ class GenerationRun:
             progress.advance(bars[stage], n)
 
         ctx = FlowContext(self.recipe, self.hash, teacher, judge, on_stage)
+        if self.record_gates is None:
+            from agentinstruct.generate.gates import record_gates
+
+            scorer = judge
+            if self.recipe.gates.judge_score.enabled and self.recipe.gates.judge_score.judge:
+                scorer = CachedChatModel(create_model(self.recipe.gates.judge_score.judge), cache)
+            self.record_gates = record_gates(self.recipe.gates, teacher, judge, self.skills, scorer)
         sem = asyncio.Semaphore(self.recipe.seeds_in_flight)
         tasks: set[asyncio.Task] = set()
         failure: list[BaseException] = []
@@ -224,7 +236,9 @@ class GenerationRun:
             verdicts = await asyncio.gather(*(gate.check(r, seed) for _, r in live))
             res.stages[f"gate:{gate.name}:checked"] += len(live)
             for (_, r), reason in zip(live, verdicts):
+                res.stages[f"gate:{gate.name}:skill:{r.skill}|checked"] += 1
                 if reason:
+                    res.stages[f"gate:{gate.name}:skill:{r.skill}|removed"] += 1
                     r.reject_gate, r.reject_reason = gate.name, reason
                     res.stages[f"gate:{gate.name}:removed"] += 1
                     res.stages[f"gate:{gate.name}:reason:{ex._reason_class(reason)}"] += 1
@@ -240,10 +254,15 @@ class GenerationRun:
             stages.update(line.get("stages", {}))
         splits = [s.split for s in self.skills]
         staging = self.out / ".staging"
+        if self.row_gates is None:
+            from agentinstruct.generate.gates import row_gates
+
+            self.row_gates = row_gates(self.recipe.gates)
         counts = ex.write_split_files(journal, staging, splits, self.row_gates)
         gates = gate_report(stages)
         for g in self.row_gates:
             gates[g.name] = g.report()
+        decon = next((g.card_section() for g in self.row_gates if hasattr(g, "card_section")), None)
         dd = ex.build_dataset(staging, self.out / ".hf_cache")
         summary = RunSummary(self.out, report, counts, stages, merged_stats(*models),
                              time.monotonic() - start, resumed, gates)
@@ -260,6 +279,7 @@ class GenerationRun:
             "counts": {k: dict(v) for k, v in counts.items()},
             "llm": summary.llm,
             "gates": gates,
+            "decontamination": decon,
             "wall_s": round(summary.wall_s, 2),
             **self.extra_manifest,
         }
@@ -279,11 +299,16 @@ def gate_report(stages: Counter) -> dict[str, dict[str, Any]]:
         if not key.startswith("gate:"):
             continue
         _, name, what, *rest = key.split(":", 3)
-        g = gates.setdefault(name, {"checked": 0, "removed": 0, "reasons": Counter()})
+        g = gates.setdefault(name, {"checked": 0, "removed": 0, "reasons": Counter(), "by_skill": {}})
         if what == "reason":
             g["reasons"][rest[0]] += n
+        elif what == "skill":
+            skill, kind = rest[0].split("|")
+            g["by_skill"].setdefault(skill, {"checked": 0, "removed": 0})[kind] += n
         else:
             g[what] += n
     for g in gates.values():
         g["reasons"] = dict(g["reasons"].most_common(5))
+        for c in g["by_skill"].values():  # e.g. the grounded share of each skill
+            c["passed_share"] = round(1 - c["removed"] / c["checked"], 3) if c["checked"] else None
     return gates

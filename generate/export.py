@@ -18,6 +18,7 @@ REJECTED = "rejected"
 
 FEATURES = datasets.Features({
     "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
+    "instruction": datasets.Value("string"),
     "seed_id": datasets.Value("string"),
     "source": datasets.Value("string"),
     "skill": datasets.Value("string"),
@@ -29,6 +30,7 @@ FEATURES = datasets.Features({
     "reject_reason": datasets.Value("string"),
     "reject_gate": datasets.Value("string"),
     "judge_score": datasets.Value("float32"),
+    "judge_rationale": datasets.Value("string"),
 })
 
 # A post-pass over accepted rows in final order: returns (gate, reason) to reject, or None.
@@ -169,7 +171,8 @@ def dataset_card(manifest: dict[str, Any], counts: dict[str, Counter]) -> str:
               "- `messages`: list of `{role, content}` (chat format; loads directly in TRL's `SFTTrainer`)"]
     lines += [f"- `{c}`: provenance" for c in PROVENANCE_COLUMNS]
     lines += ["- `reject_gate`, `reject_reason`: why a row is in `rejected` (empty otherwise)",
-              "- `judge_score`: LLM judge score 1-10, -1 when not judged", ""]
+              "- `instruction`: the task alone (the user turn adds its passage or API context)",
+              "- `judge_score`, `judge_rationale`: LLM judge score 1-10 (-1 when not judged) and its reason", ""]
     return "\n".join(lines)
 
 

@@ -89,9 +89,9 @@ class UnitFlow:
         return ":".join([f"{self.seed.order:09d}", f"{self.skill_index:02d}"] + [f"{p:03d}" for p in parts])
 
     def _record(self, messages: list[dict], agent: str, itype: str, rnd: int, *,
-                reject: tuple[str, str] | None = None) -> Record:
+                reject: tuple[str, str] | None = None, task: str = "") -> Record:
         return Record(
-            messages=[Message(**m) for m in messages],
+            messages=[Message(**m) for m in messages], instruction=task,
             seed_id=self.seed.id, source=self.seed.source, skill=self.skill.split,
             instruction_type=itype, transformation=agent, refinement_round=rnd,
             teacher_model=self.ctx.teacher.name, recipe_hash=self.ctx.recipe_hash,
@@ -228,7 +228,7 @@ class UnitFlow:
         failed = await run_checks(cand, self.ctx.judge, self.mt.check, itype.skip_checks)
         messages = ([{"role": "system", "content": system}] if policy.include_system_in_messages and system else [])
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-        record = self._record(messages, agent.name, itype.name, rnd, reject=failed)
+        record = self._record(messages, agent.name, itype.name, rnd, reject=failed, task=task)
         self.result.records.append((key, record))
         self.result.stages["rejected:" + failed[0] if failed else "accepted"] += 1
 

@@ -48,6 +48,9 @@ def value_for_schema(schema: dict[str, Any], seed: str) -> Any:
 def default_responder(body: dict[str, Any]) -> str:
     seed = json.dumps(body["messages"], sort_keys=True)
     fmt = body.get("response_format") or {}
+    schema = (fmt.get("json_schema") or {}).get("schema") or fmt.get("schema") or {}
+    if "calls" in schema.get("properties", {}):  # tool use: a valid "no call" reply
+        return json.dumps({"calls": [], "reason": "Which city do you mean? " + _words(seed, 3)})
     if fmt.get("type") == "json_schema":
         return json.dumps(value_for_schema(fmt["json_schema"]["schema"], seed))
     if fmt.get("type") == "json_object" and "schema" in fmt:  # llama.cpp server style

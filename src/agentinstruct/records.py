@@ -60,6 +60,7 @@ class Record(BaseModel):
     """One training example with its provenance. Rejected ones carry ``reject_reason``."""
 
     messages: list[Message]
+    instruction: str = ""  # the task alone, without the passage/API context of the user turn
     seed_id: str
     source: str
     skill: str
@@ -71,6 +72,7 @@ class Record(BaseModel):
     reject_reason: str | None = None
     reject_gate: str | None = None
     scores: dict[str, float] = Field(default_factory=dict)
+    judge_rationale: str = ""
 
     def to_row(self) -> dict:
         row = self.model_dump(mode="json")
