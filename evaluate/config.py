@@ -60,6 +60,12 @@ class HallucinationSection(StrictModel):
     hhem: bool = Field(False, description="also score with Vectara HHEM-2.1-Open when it is available locally")
 
 
+class HeldoutSection(StrictModel):
+    questions: str = Field(description="JSONL: question, answers (accepted strings), source")
+    max_tokens: int = 48
+    system: str | None = None
+
+
 class EvalRecipe(StrictModel):
     name: str = "eval"
     output_dir: str = "runs/eval"
@@ -67,4 +73,4 @@ class EvalRecipe(StrictModel):
     lm_eval: LMEvalSection = Field(default_factory=LMEvalSection)
     alpaca_eval: AlpacaEvalSection = Field(default_factory=AlpacaEvalSection)
     hallucination: HallucinationSection = Field(default_factory=HallucinationSection)
-    heldout: dict[str, Any] | None = Field(None, description="document-grounded held-out QA (see heldout.py)")
+    heldout: HeldoutSection | None = Field(None, description="document-grounded held-out QA (see heldout.py)")

@@ -71,7 +71,7 @@ def benchmark_texts(cfg: DecontaminationGate) -> Iterator[tuple[str, str]]:
                 yield "AlpacaEval", row["instruction"]
                 yield "AlpacaEval", row["output"]
         if recipe.heldout:
-            for row in _file_rows(recipe.heldout["questions"]):
+            for row in _file_rows(recipe.heldout.questions):
                 for s in _strings(row):
                     yield "held-out", s
     for path in cfg.eval_files:

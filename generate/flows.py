@@ -72,6 +72,14 @@ def conversation(system: str, user: str) -> list[dict[str, str]]:
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n\s*\n")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences (and headings/paragraph breaks) of a text, stripped."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+
+
 def trim_to_sentence(text: str) -> str:
     """Cut a truncated generation back to its last complete sentence or line."""
     ends = [m.end() for m in re.finditer(r"[.!?](\s|$)|\n", text)]
@@ -136,6 +144,14 @@ class UnitFlow:
 
     async def _branch(self, ai: int, agent: Agent, itypes: list[InstructionType]) -> None:
         # 1. content transformation
+        if agent.passthrough and agent.split_sentences:
+            sentences = split_sentences(self.seed.text)
+            title = sentences[0].lstrip("# ").strip() if sentences else ""
+            # each sentence keeps the document's title line, so "It ..." still has a subject
+            texts = [f"{title}\n{t}" for t in sentences[1:] if len(t) >= agent.min_sentence_chars]
+            await asyncio.gather(*(self._task(ai, si * 100 + ti, agent, text, it)
+                                   for si, text in enumerate(texts) for ti, it in enumerate(itypes)))
+            return
         if agent.passthrough:
             text = self.seed.text
         else:
@@ -205,7 +221,9 @@ class UnitFlow:
         system = policy.system
         if policy.step_by_step:
             system = f"{system} {policy.step_by_step_hint}".strip()
-        convo = conversation(system, user)
+        # the teacher may see more than the student's user turn (closed-book skills)
+        seen = render(policy.context_template, text=text, task=task) if policy.context_template else user
+        convo = conversation(system, seen)
         if policy.format == "json" and policy.json_schema:
             res = await chat_structured(self.ctx.teacher, convo, policy.json_schema, name="answer",
                                         max_tokens=self.mt.answer,
@@ -226,7 +244,8 @@ class UnitFlow:
                 return
         cand = Candidate(self.skill, text, self.seed.text, task, previous, itype.name, answer, finish)
         failed = await run_checks(cand, self.ctx.judge, self.mt.check, itype.skip_checks)
-        messages = ([{"role": "system", "content": system}] if policy.include_system_in_messages and system else [])
+        messages = ([{"role": "system", "content": policy.system}]
+                    if policy.include_system_in_messages and policy.system else [])
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
         record = self._record(messages, agent.name, itype.name, rnd, reject=failed, task=task)
         self.result.records.append((key, record))

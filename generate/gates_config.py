@@ -14,6 +14,9 @@ class GroundingGate(StrictModel):
     lexical_support: float = Field(0.9, ge=0, le=1, description=(
         "share of the answer's content words found in the seed that passes an extractive answer "
         "without a judge call"))
+    judge: bool = Field(True, description=(
+        "ask the judge when the lexical check fails; false: lexical support alone decides "
+        "(for weak judges, e.g. the 135M embedded model)"))
     max_tokens: int = 24
 
 

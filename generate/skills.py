@@ -30,6 +30,10 @@ class Agent(StrictModel):
     system: str = ""
     prompt: str = Field("{{ text }}", description="Jinja; variables: text, kind, source")
     passthrough: bool = Field(False, description="use the seed as it is, no LLM call (identity)")
+    split_sentences: bool = Field(
+        False, description="with passthrough: one transformed text per sentence of the seed "
+        "(short, single-purpose steps for small teachers)")
+    min_sentence_chars: int = Field(30, ge=1)
 
 
 class InstructionType(StrictModel):
@@ -70,6 +74,9 @@ class Answer(StrictModel):
     step_by_step: bool = False
     step_by_step_hint: str = "Think step by step, then give the final answer."
     format: Literal["text", "json"] = "text"
+    context_template: str | None = Field(
+        None, description="Jinja (text, task): what the teacher sees when answering, when it differs "
+        "from the training user turn (closed-book skills answer from the text they hide)")
     json_schema: dict[str, Any] | None = Field(
         None, description="with format json: the schema answers must match (constrained decoding)"
     )
@@ -115,6 +122,8 @@ class Skill(StrictModel):
             "refinement.editor_prompt": self.refinement.editor_prompt,
             "answer.answerable_prompt": self.answer.answerable_prompt,
         })
+        if self.answer.context_template:
+            out["answer.context_template"] = self.answer.context_template
         return out
 
 

@@ -86,8 +86,11 @@ class GroundingCheck:
         if seed.kind != "text" or not _applies(self.cfg.skills, record, self.skills[record.skill]):
             return None
         answer = record.messages[-1].content
-        if lexical_support(answer, seed.text) >= self.cfg.lexical_support:
+        support = lexical_support(answer, seed.text)
+        if support >= self.cfg.lexical_support:
             return None
+        if not self.cfg.judge:
+            return f"answer not supported by the source document (lexical support {support:.2f})"
         res = await chat_structured(self.judge, [{"role": "user", "content": GROUNDING_PROMPT.format(
             source=seed.text, task=record.instruction, answer=answer)}], GROUNDED_SCHEMA,
             name="grounding", max_tokens=self.cfg.max_tokens, reasks=1)
@@ -148,7 +151,12 @@ class RederivationCheck:
             return None
         policy = skill.answer
         system = f"{policy.system} {policy.step_by_step_hint}".strip() if policy.step_by_step else policy.system
-        convo = conversation(system, record.messages[-2].content)
+        user = record.messages[-2].content
+        if policy.context_template:  # closed-book skill: the teacher answered from the seed text
+            from agentinstruct.generate.skills import render
+
+            user = render(policy.context_template, text=seed.text, task=record.instruction)
+        convo = conversation(system, user)
         try:
             second = await self.teacher.chat(convo, max_tokens=self.cfg.max_tokens,
                                              temperature=self.cfg.temperature, seed=1)

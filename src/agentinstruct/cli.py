@@ -83,6 +83,21 @@ def train(
     console.print(f"[green]trained[/] {result['global_step']} steps -> {result['output_dir']}")
 
 
+@app.command()
+def pipeline(
+    config: Annotated[Path, typer.Option("--config", help="recipes/pipeline/<name>.yaml")],
+    progress: Annotated[bool, typer.Option(help="show live progress")] = True,
+) -> None:
+    """generate -> train -> evaluate base and tuned -> report, skipping stages already done."""
+    from agentinstruct.llm import LLMError
+    from agentinstruct.pipeline import Pipeline, load_pipeline_recipe
+
+    try:
+        Pipeline(load_pipeline_recipe(config), console, show_progress=progress).run()
+    except (RecipeError, LLMError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        fail(str(exc))
+
+
 MODEL_HELP = "embedded:KEY, HF id or folder, FOLDER+ADAPTER, or openai:BASE_URL:MODEL"
 
 
