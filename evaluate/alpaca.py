@@ -107,7 +107,7 @@ def run_alpaca_eval(section: AlpacaEvalSection, model: ChatModel, out_dir: Path,
                     judge: ChatModel | None = None) -> dict[str, dict[str, Any]]:
     import alpaca_eval
 
-    out = out_dir / "alpaca_eval"
+    out = (out_dir / "alpaca_eval").resolve()  # alpaca_eval reads relative config paths from its own folder
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     rows = load_instructions(section)

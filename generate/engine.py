@@ -129,6 +129,7 @@ class GenerationRun:
         console: Console | None = None,
         show_progress: bool = True,
         overwrite: bool = False,
+        restart_on_new_recipe: bool = False,
         record_gates: list[RecordGate] | None = None,
         row_gates: list[RowGate] | None = None,
         extra_manifest: dict[str, Any] | None = None,
@@ -146,6 +147,8 @@ class GenerationRun:
         })
         if overwrite and self.out.exists():
             shutil.rmtree(self.out)
+        # keep the call cache but start a new journal when the recipe changed (the pipeline)
+        self.journal_mode = "archive" if restart_on_new_recipe else "error"
         self.record_gates = record_gates  # None: the gates the recipe switches on
         self.row_gates = row_gates
         self.extra_manifest = extra_manifest or {}
@@ -159,7 +162,7 @@ class GenerationRun:
         cache = CallCache(self.out / "cache.sqlite")
         teacher = CachedChatModel(create_model(self.recipe.teacher), cache)
         judge = teacher if self.recipe.judge is None else CachedChatModel(create_model(self.recipe.judge), cache)
-        journal = Journal(self.out / "records.jsonl", self.hash)
+        journal = Journal(self.out / "records.jsonl", self.hash, self.journal_mode)
         done = journal.done_units()
         report = IngestReport()
         progress = Progress(SpinnerColumn(), TextColumn("{task.description:<12}"), BarColumn(),

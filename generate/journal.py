@@ -23,9 +23,10 @@ def unit_id(seed_id: str, skill: str) -> str:
 
 
 class Journal:
-    def __init__(self, path: Path, recipe_hash: str):
+    def __init__(self, path: Path, recipe_hash: str, on_other_recipe: str = "error"):
         self.path = path
         self.recipe_hash = recipe_hash
+        self.on_other_recipe = on_other_recipe  # "error", or "archive": move it aside, start anew
         self._fh = None
 
     def done_units(self) -> set[str]:
@@ -43,6 +44,10 @@ class Journal:
                 except json.JSONDecodeError:
                     break
                 if line["recipe_hash"] != self.recipe_hash:
+                    if self.on_other_recipe == "archive":
+                        fh.close()
+                        self.path.rename(self.path.with_name(f"records.{line['recipe_hash']}.jsonl"))
+                        return set()
                     raise JournalError(
                         f"{self.path}: holds a run of another recipe (hash {line['recipe_hash']}, "
                         f"this one {self.recipe_hash}); use another --output or --overwrite"

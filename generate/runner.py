@@ -23,9 +23,10 @@ def load_generate_recipe(path: str | Path, **overrides: Any) -> GenerateRecipe:
 
 def run_generate(recipe: GenerateRecipe, *, skills: list[str] | None = None,
                  console: Console | None = None, show_progress: bool = True,
-                 overwrite: bool = False, push_to_hub: str | None = None) -> RunSummary:
+                 overwrite: bool = False, push_to_hub: str | None = None,
+                 restart_on_new_recipe: bool = False) -> RunSummary:
     run = GenerationRun(recipe, skills=skills, console=console, show_progress=show_progress,
-                        overwrite=overwrite)
+                        overwrite=overwrite, restart_on_new_recipe=restart_on_new_recipe)
     return run.run(push_to_hub=push_to_hub)
 
 

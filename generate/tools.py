@@ -72,6 +72,8 @@ def run_sandboxed(code: str, timeout_s: float = 5.0, memory_mb: int = 512) -> tu
                                   env={"PATH": "/usr/bin:/bin"})
         except subprocess.TimeoutExpired:
             return False, "timed out"
+    if proc.returncode in (-9, -24):  # SIGKILL / SIGXCPU from the CPU-time limit
+        return False, "timed out"
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["exit code %d" % proc.returncode])[-1]
         return False, last[:200]

@@ -97,15 +97,16 @@ def _judge_prefers_good(prompt: str) -> str:
     return "Output (b)"
 
 
-def test_alpaca_eval_win_rate_is_exact_and_unparsed_counted(tmp_path):
+def test_alpaca_eval_win_rate_is_exact_and_unparsed_counted(tmp_path, monkeypatch, repo):
     rows = json.loads(open("examples/benchmarks/alpaca_eval.json").read())
     marks = ["GOOD", "GOOD", "GOOD", "BAD", "BAD", "UNSURE"]
     by_instruction = {r["instruction"]: m for r, m in zip(rows, marks)}
     model = ScriptedChat("scripted-model", lambda p: f"{by_instruction[p]} answer to: {p}")
     judge = ScriptedChat("scripted-judge", _judge_prefers_good)
-    recipe = scripted_recipe(tmp_path, alpaca_eval={"enabled": True,
-                                                    "instructions": "examples/benchmarks/alpaca_eval.json"})
-    run = run_eval(recipe, ModelSpec(), run_name="alpaca", chat_model=model, judge=judge)
+    recipe = scripted_recipe(tmp_path, alpaca_eval={
+        "enabled": True, "instructions": str(repo / "examples/benchmarks/alpaca_eval.json")})
+    monkeypatch.chdir(tmp_path)  # a relative output dir (alpaca_eval resolves relative configs elsewhere)
+    run = run_eval(recipe, ModelSpec(), run_name="alpaca", output_dir="rel", chat_model=model, judge=judge)
     results = json.loads((run / "results.json").read_text())
     (name, score), = results["scores"].items()
     assert score["value"] == pytest.approx(3 / 5)  # 3 wins of the 5 parsed judgements

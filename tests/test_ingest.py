@@ -70,3 +70,20 @@ def test_local_saved_dataset_input(tmp_path):
                                 "id": [1, 2]}).save_to_disk(str(tmp_path / "ds"))
     seeds, report, _ = seeds_of(tmp_path / "ds")
     assert len(seeds) == 1 and seeds[0].source.endswith("#0") and report.skipped["empty"] == 1
+
+
+def test_pdf_text_is_extracted(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matplotlib.rcParams["pdf.fonttype"] = 42  # embedded TrueType: the text is extractable
+    fig = plt.figure()
+    fig.text(0.1, 0.5, "The harbour of Merrow floats 3000 lanterns every October.")
+    fig.savefig(tmp_path / "doc.pdf")
+    plt.close(fig)
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really a pdf")
+    seeds, report, lines = seeds_of(tmp_path)
+    assert [s.text for s in seeds] == ["The harbour of Merrow floats 3000 lanterns every October."]
+    assert report.skipped == {"unreadable PDF (PdfReadError)": 1} or sum(report.skipped.values()) == 1

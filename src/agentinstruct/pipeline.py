@@ -94,7 +94,7 @@ class Pipeline:
 
         def run() -> None:
             summary = run_generate(recipe, skills=self.r.generate.skills, console=self.console,
-                                   show_progress=self.show_progress)
+                                   show_progress=self.show_progress, restart_on_new_recipe=True)
             Console().print(summary.table())
 
         self._stage("generate", key, run)
@@ -193,7 +193,8 @@ def dataset_section(gen_dir: Path):
     m = json.loads(path.read_text())
     rows = [(s, c.get("accepted", 0), c.get("rejected", 0)) for s, c in m["counts"].items() if not s.startswith("_")]
     gates = m.get("gates", {})
-    md = [f"Teacher `{m['teacher']}`, {m['ingest']['seeds']} seeds, LLM calls {m['llm']['calls']}, "
+    md = [f"Teacher `{m['teacher']}`, {m['ingest']['seeds']} seeds, LLM calls {m['llm']['calls']} "
+          f"(+{m['llm']['cache_hits']} answered from the call cache), "
           f"tokens in/out {m['llm']['prompt_tokens']}/{m['llm']['completion_tokens']}.", "",
           "| split | accepted | rejected |", "|---|---|---|"] + [f"| {s} | {a} | {r} |" for s, a, r in rows]
     md += ["", "| gate | checked | removed |", "|---|---|---|"] + \
