@@ -119,8 +119,12 @@ def run_alpaca_eval(section: AlpacaEvalSection, model: ChatModel, out_dir: Path,
     with judge_endpoint(section, judge) as (judge_name, base_url, key):
         config = write_annotator(out, judge_name, base_url, key, section.judge_max_tokens)
         metric_used, leaderboard, annotations = "length_controlled_winrate", None, None
-        for fn_metric, metric in (("get_length_controlled_winrate", "length_controlled_winrate"),
-                                  ("get_winrate", "win_rate")):
+        metrics = [("get_length_controlled_winrate", "length_controlled_winrate"), ("get_winrate", "win_rate")]
+        if section.instructions:  # LC's length model is fitted on the official reference set
+            metrics = metrics[1:]
+            notes.append("alpaca_eval: a local instruction set - reporting the plain win rate (the "
+                         "length-controlled win rate needs the official 805-instruction references)")
+        for fn_metric, metric in metrics:
             try:
                 leaderboard, annotations = alpaca_eval.evaluate(
                     model_outputs=model_outputs, reference_outputs=rows, annotators_config=str(config),
