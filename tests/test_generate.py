@@ -189,3 +189,24 @@ def test_sft_trainer_accepts_generated_dataset(embedded_run, tmp_path):
         processing_class=AutoTokenizer.from_pretrained(model_dir),
     )
     assert len(trainer.train_dataset) == len(train) and "input_ids" in trainer.train_dataset.column_names
+
+
+def test_push_to_hub_sends_dataset_and_card_without_writing_the_token(tmp_path, monkeypatch):
+    """The Hub calls are stubbed (no network here); the token stays in the environment."""
+    import huggingface_hub
+
+    pushed = {}
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_value")
+    monkeypatch.setattr(datasets.DatasetDict, "push_to_hub",
+                        lambda self, repo, private=False: pushed.update(repo=repo, splits=sorted(self)))
+    monkeypatch.setattr(huggingface_hub.DatasetCard, "push_to_hub",
+                        lambda self, repo, repo_type=None: pushed.update(card_repo=repo, card=self.content))
+    out = tmp_path / "run"
+    with FakeOpenAIServer() as server:
+        recipe = load_generate_recipe(server_recipe(tmp_path, server.base_url, out), limit=1)
+        run_generate(recipe, skills=["rc"], show_progress=False, push_to_hub="me/agentinstruct-demo")
+    assert pushed["repo"] == pushed["card_repo"] == "me/agentinstruct-demo"
+    assert pushed["splits"] == ["rc", "rejected"] and "# AgentInstruct synthetic dataset" in pushed["card"]
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert b"hf_secret_token_value" not in path.read_bytes(), path

@@ -87,3 +87,27 @@ def test_pdf_text_is_extracted(tmp_path):
     seeds, report, lines = seeds_of(tmp_path)
     assert [s.text for s in seeds] == ["The harbour of Merrow floats 3000 lanterns every October."]
     assert report.skipped == {"unreadable PDF (PdfReadError)": 1} or sum(report.skipped.values()) == 1
+
+
+def test_hub_dataset_input_streams_text_column(monkeypatch):
+    """`hf:NAME[:split]` goes through datasets.load_dataset (stubbed: no network here)."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, split=None, streaming=False):
+        calls.append((name, split, streaming))
+        return datasets.Dataset.from_dict({"body": ["A first hub document about lanterns and boats.",
+                                                    "A second one about oak trees and moths."]})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    report = IngestReport()
+    seeds = list(iter_seeds("hf:org/corpus:validation", tokenize=regex_tokenize, max_tokens=100, overlap=0,
+                            min_chars=10, code_extensions=set(), text_column="body", report=report))
+    assert calls == [("org/corpus", "validation", True)]
+    assert [s.source for s in seeds] == ["org/corpus#0", "org/corpus#1"]
+    import pytest
+
+    with pytest.raises(ValueError, match="no column 'text'"):
+        list(iter_seeds("hf:org/corpus", tokenize=regex_tokenize, max_tokens=100, overlap=0, min_chars=10,
+                        code_extensions=set(), report=IngestReport()))

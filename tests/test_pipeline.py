@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from rich.console import Console
 
@@ -64,3 +65,12 @@ def test_reduced_pipeline_runs_hands_on_and_resumes(tmp_path):
     # resume: every stage up to date; nothing redone
     assert all(second["timings"][s] < 1.0 for s in ("generate", "train", "evaluate base", "evaluate tuned"))
     assert second["lift"]["diff"] == first["lift"]["diff"]
+
+
+@pytest.mark.slow  # reason: the whole demo, about 10 minutes on 2 cores
+def test_full_demo_within_budget(tmp_path):
+    recipe = load_pipeline_recipe(Path(__file__).parent.parent / "recipes/pipeline/demo-cpu.yaml")
+    recipe = recipe.model_copy(update={"output_dir": str(tmp_path / "demo")})
+    result = Pipeline(recipe, Console(stderr=True), show_progress=False).run()
+    assert result["total_s"] <= 15 * 60, result["timings"]
+    assert result["lift"] is not None and "95% CI" in result["lift"]["sentence"]
