@@ -9,7 +9,7 @@ from rich.console import Console
 
 from agentinstruct.generate.config import GenerateRecipe
 from agentinstruct.generate.engine import GenerationRun, RunSummary
-from agentinstruct.recipes import load_recipe, parse_recipe, read_yaml
+from agentinstruct.recipes import parse_recipe, read_yaml
 
 
 def load_generate_recipe(path: str | Path, **overrides: Any) -> GenerateRecipe:
@@ -30,4 +30,4 @@ def run_generate(recipe: GenerateRecipe, *, skills: list[str] | None = None,
     return run.run(push_to_hub=push_to_hub)
 
 
-__all__ = ["load_generate_recipe", "run_generate", "load_recipe"]
+__all__ = ["load_generate_recipe", "run_generate"]

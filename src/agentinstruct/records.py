@@ -32,18 +32,6 @@ class Seed(BaseModel):
     order: int = 0  # position in the input stream; fixes the output order across resumes
 
 
-class Transformed(BaseModel):
-    seed_id: str
-    agent: str
-    text: str
-
-
-class Task(BaseModel):
-    instruction: str
-    type: str
-    refinement_round: int = 0
-
-
 PROVENANCE_COLUMNS = (
     "seed_id",
     "source",
