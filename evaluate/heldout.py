@@ -15,7 +15,7 @@ from typing import Any
 from scipy.stats import beta
 
 from agentinstruct.evaluate.config import HeldoutSection
-from agentinstruct.llm import ChatModel, LLMError
+from agentinstruct.llm import ChatModel, LLMError, conversation
 
 
 def normalise(text: str) -> str:
@@ -59,9 +59,7 @@ def load_questions(path: str) -> list[dict[str, Any]]:
 
 def run_heldout(cfg: HeldoutSection, model: ChatModel, out_dir: Path, notes: list[str]) -> dict[str, dict[str, Any]]:
     rows = load_questions(cfg.questions)
-    system = cfg.system
-    convos = [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": r["question"]}]
-              for r in rows]
+    convos = [conversation(cfg.system, r["question"]) for r in rows]
     outs = asyncio.run(model.chat_batch(convos, max_tokens=cfg.max_tokens, temperature=0.0))
     replies = [o.text if not isinstance(o, LLMError) else "" for o in outs]
     correct = [int(is_correct(rep, r["answers"])) for rep, r in zip(replies, rows)]

@@ -13,6 +13,7 @@ from typing import Any
 
 from agentinstruct.evaluate.config import EvalRecipe
 from agentinstruct.llm import ChatModel, ModelSpec, create_model
+from agentinstruct.provenance import package_versions
 from agentinstruct.recipes import load_recipe
 
 
@@ -52,8 +53,6 @@ def run_eval(
 ) -> Path:
     """Run the suite; ``chat_model``/``lm``/``judge`` replace the models built from the specs
     (the tests use this to feed fixed outputs with known scores)."""
-    from agentinstruct.generate.engine import versions
-
     run_dir = Path(output_dir or recipe.output_dir) / (run_name or default_run_name(model))
     run_dir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
@@ -93,7 +92,7 @@ def run_eval(
         "notes": notes,
         "timings_s": timings,
         "config": recipe.model_dump(mode="json"),
-        "versions": versions(),
+        "versions": package_versions(),
         "seeds": {"recipe": recipe.seed, "lm_eval": recipe.lm_eval.seed},
         "chat_template_hash": chat_template_hash(model) if lm is None else None,
         "judge_models": {

@@ -9,13 +9,9 @@ from dataclasses import dataclass
 
 from agentinstruct.generate.skills import Skill, render
 from agentinstruct.llm import ChatModel, chat_structured
+from agentinstruct.llm.structured import boolean_schema
 
-ANSWERABLE_SCHEMA = {
-    "type": "object",
-    "properties": {"answerable": {"type": "boolean"}},
-    "required": ["answerable"],
-    "additionalProperties": False,
-}
+ANSWERABLE_SCHEMA = boolean_schema("answerable")
 
 
 @dataclass

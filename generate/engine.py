@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import platform
 import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +31,7 @@ from agentinstruct.generate.ingest import IngestReport, hf_tokenizer_spans, iter
 from agentinstruct.generate.journal import Journal, unit_id
 from agentinstruct.generate.skills import Skill, load_skill, select_skills
 from agentinstruct.llm import ChatModel, LLMStats, create_model
+from agentinstruct.provenance import package_versions
 from agentinstruct.recipes import recipe_hash
 from agentinstruct.records import Record, Seed
 
@@ -98,16 +97,6 @@ class RunSummary:
         t.add_row("retries / failures", f"{self.llm['retries']} / {self.llm['failures']}")
         t.add_row("wall time", f"{self.wall_s:.1f} s")
         return t
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("agentinstruct", "torch", "transformers", "datasets", "trl", "peft", "openai", "lm_eval"):
-        try:
-            out[pkg] = metadata.version(pkg.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def merged_stats(*models: ChatModel) -> dict[str, int]:
@@ -244,7 +233,7 @@ class GenerationRun:
                     res.stages[f"gate:{gate.name}:skill:{r.skill}|removed"] += 1
                     r.reject_gate, r.reject_reason = gate.name, reason
                     res.stages[f"gate:{gate.name}:removed"] += 1
-                    res.stages[f"gate:{gate.name}:reason:{ex._reason_class(reason)}"] += 1
+                    res.stages[f"gate:{gate.name}:reason:{ex.reason_class(reason)}"] += 1
                     res.stages["accepted"] -= 1
 
     def run(self, push_to_hub: str | None = None) -> RunSummary:
@@ -276,7 +265,7 @@ class GenerationRun:
             "skills": [s.name for s in self.skills],
             "splits": list(dd.keys()),
             "input": self.recipe.input,
-            "versions": versions(),
+            "versions": package_versions(),
             "ingest": {"read": report.read, "seeds": report.seeds, "skipped": dict(report.skipped),
                        "messages": report.messages},
             "counts": {k: dict(v) for k, v in counts.items()},

@@ -71,7 +71,7 @@ def write_split_files(journal: Journal, staging: Path, splits: list[str],
                         break
             if split == REJECTED:
                 counts[row["skill"]]["rejected"] += 1
-                counts["_reasons"][f"{row['reject_gate']}: {_reason_class(row['reject_reason'])}"] += 1
+                counts["_reasons"][f"{row['reject_gate']}: {reason_class(row['reject_reason'])}"] += 1
             else:
                 counts[split]["accepted"] += 1
                 counts[f"_types:{split}"][row["instruction_type"]] += 1
@@ -84,7 +84,7 @@ def write_split_files(journal: Journal, staging: Path, splits: list[str],
     return counts
 
 
-def _reason_class(reason: str) -> str:
+def reason_class(reason: str) -> str:
     """Group reasons for the summary: drop details after a colon or parenthesis."""
     return reason.split(":")[0].split(" (")[0][:80]
 

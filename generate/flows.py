@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from agentinstruct.generate.checks import Candidate, run_checks
 from agentinstruct.generate.config import GenerateRecipe
 from agentinstruct.generate.skills import Agent, InstructionType, Skill, render
-from agentinstruct.llm import ChatModel, LLMError, chat_structured
+from agentinstruct.llm import ChatModel, LLMError, chat_structured, conversation
 from agentinstruct.records import Message, Record, Seed
 
 TASK_SCHEMA = {
@@ -66,10 +66,6 @@ class FlowContext:
             "suggestions": s.suggestions or skill.refinement.suggestions,
             "keep": s.keep or skill.refinement.keep,
         }
-
-
-def conversation(system: str, user: str) -> list[dict[str, str]]:
-    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n\s*\n")

@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agentinstruct.generate.flows import conversation
 from agentinstruct.generate import gates_config as cfgs
 from agentinstruct.generate.skills import Skill
 from agentinstruct.generate.tools import check_arithmetic, check_code, check_tool_calls
-from agentinstruct.llm import ChatModel, LLMError, chat_structured
+from agentinstruct.llm import ChatModel, LLMError, chat_structured, conversation
+from agentinstruct.llm.structured import boolean_schema
 from agentinstruct.records import Record, Seed
 
 STOPWORDS = frozenset(
@@ -59,8 +59,7 @@ class ToolCheck:
         return None
 
 
-GROUNDED_SCHEMA = {"type": "object", "properties": {"supported": {"type": "boolean"}},
-                   "required": ["supported"], "additionalProperties": False}
+GROUNDED_SCHEMA = boolean_schema("supported")
 GROUNDING_PROMPT = """Source document:
 {source}
 
@@ -99,8 +98,7 @@ class GroundingCheck:
         return None if res.value["supported"] else "answer not supported by the source document (judge)"
 
 
-AGREE_SCHEMA = {"type": "object", "properties": {"agree": {"type": "boolean"}},
-                "required": ["agree"], "additionalProperties": False}
+AGREE_SCHEMA = boolean_schema("agree")
 AGREE_PROMPT = """Task:
 {task}
 

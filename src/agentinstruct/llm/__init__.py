@@ -8,6 +8,7 @@ from agentinstruct.llm.base import (
     Messages,
     ModelSpec,
     Usage,
+    conversation,
     json_schema_format,
 )
 from agentinstruct.llm.registry import available_backends, create_model, register_backend
@@ -15,6 +16,6 @@ from agentinstruct.llm.structured import StructuredResult, chat_structured, extr
 
 __all__ = [
     "ChatModel", "Completion", "LLMError", "LLMStats", "Messages", "ModelSpec", "Usage",
-    "json_schema_format", "available_backends", "create_model", "register_backend",
+    "conversation", "json_schema_format", "available_backends", "create_model", "register_backend",
     "StructuredResult", "chat_structured", "extract_json",
 ]

@@ -122,6 +122,11 @@ class ModelSpec(StrictModel):
         return self.model + (f"+{self.adapter}" if self.adapter else "")
 
 
+def conversation(system: str | None, user: str) -> Messages:
+    """A chat with an optional system turn and one user turn."""
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+
+
 def json_schema_format(schema: dict[str, Any], name: str = "reply") -> dict[str, Any]:
     """An OpenAI ``response_format`` asking for JSON that matches ``schema``."""
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}

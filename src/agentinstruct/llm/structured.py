@@ -16,6 +16,12 @@ from agentinstruct.llm.base import ChatModel, LLMError, Messages, json_schema_fo
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 
 
+def boolean_schema(key: str) -> dict[str, Any]:
+    """``{"<key>": true|false}`` and nothing else: the shape of every yes/no judge question."""
+    return {"type": "object", "properties": {key: {"type": "boolean"}}, "required": [key],
+            "additionalProperties": False}
+
+
 def extract_json(text: str) -> Any:
     """The first JSON value in ``text``: the whole text, a fenced block, or the first balanced
     object/array. Raises ``ValueError`` when there is none."""
