@@ -26,6 +26,7 @@ class Candidate:
     instruction_type: str
     answer: str
     finish_reason: str
+    target: str | None = None  # answer_first tasks: the span of the text the answer must state
 
 
 def _norm(text: str) -> str:
@@ -49,6 +50,15 @@ def check_format(c: Candidate) -> str | None:
     return None
 
 
+def check_contains_target(c: Candidate) -> str | None:
+    """An answer-first task was built around a span of the text: the answer must state it."""
+    if c.target is None:
+        return None
+    if f" {_norm(c.target)} " in f" {_norm(c.answer)} ":
+        return None
+    return f"answer does not state the target (span {c.target!r})"
+
+
 def check_task_changed(c: Candidate) -> str | None:
     if c.previous_task is not None and _norm(c.previous_task) == _norm(c.task):
         return "editor returned the task unchanged"
@@ -69,6 +79,7 @@ SYNC_CHECKS = {
     "not_truncated": check_not_truncated,
     "format": check_format,
     "task_changed": check_task_changed,
+    "contains_target": check_contains_target,
 }
 
 

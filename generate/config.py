@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from agentinstruct.generate.gates_config import Gates
 from agentinstruct.llm.base import ModelSpec
@@ -26,14 +26,25 @@ class MaxTokens(StrictModel):
     check: int = 32
 
 
-class Sampling(StrictModel):
-    """Overrides of the skills' own defaults, applied to every skill when set."""
-
+class SamplingOverrides(StrictModel):
     agents_per_seed: int | None = Field(None, ge=1)
     tasks_per_text: int | None = Field(None, ge=1)
     refinement_rounds: int | None = Field(None, ge=0)
     suggestions: int | None = Field(None, ge=1)
     keep: Literal["final", "all"] | None = None
+
+
+class Sampling(SamplingOverrides):
+    """Overrides of the skills' own defaults: the top-level ones apply to every skill, those
+    under ``per_skill: {skill name: {...}}`` to one skill and win over the top-level ones."""
+
+    per_skill: dict[str, SamplingOverrides] = Field(default_factory=dict)
+
+    def for_skill(self, name: str) -> SamplingOverrides:
+        merged = self.model_dump(exclude={"per_skill"})
+        if name in self.per_skill:
+            merged.update(self.per_skill[name].model_dump(exclude_none=True))
+        return SamplingOverrides(**merged)
 
 
 class GenerateRecipe(StrictModel):
@@ -58,3 +69,13 @@ class GenerateRecipe(StrictModel):
         default_factory=lambda: [".py", ".js", ".ts", ".java", ".go", ".rs", ".c", ".cpp", ".h",
                                  ".rb", ".sh", ".sql", ".kt", ".swift", ".cs", ".php", ".scala"]
     )
+
+    @model_validator(mode="after")
+    def _per_skill_names(self) -> GenerateRecipe:
+        if any(s.endswith((".yaml", ".yml")) for s in self.skills):
+            return self  # a skill file's name is only known once it is loaded
+        names = set(self.skills)
+        unknown = sorted(set(self.sampling.per_skill) - names)
+        if unknown:
+            raise ValueError(f"sampling.per_skill: {unknown} not in skills {sorted(names)}")
+        return self

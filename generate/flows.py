@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from agentinstruct.generate.checks import Candidate, run_checks
 from agentinstruct.generate.config import GenerateRecipe
+from agentinstruct.generate.questions import Question, questions_for_text, topic_of
 from agentinstruct.generate.skills import Agent, InstructionType, Skill, render
 from agentinstruct.llm import ChatModel, LLMError, chat_structured, conversation
 from agentinstruct.records import Message, Record, Seed
@@ -58,7 +59,7 @@ class FlowContext:
     on_stage: callable = lambda stage, n=1: None  # progress hook
 
     def params(self, skill: Skill) -> dict:
-        s = self.recipe.sampling
+        s = self.recipe.sampling.for_skill(skill.name)
         return {
             "agents": s.agents_per_seed or skill.transformation.agents_per_seed,
             "tasks": s.tasks_per_text or skill.instruction.tasks_per_text,
@@ -145,7 +146,8 @@ class UnitFlow:
             title = sentences[0].lstrip("# ").strip() if sentences else ""
             # each sentence keeps the document's title line, so "It ..." still has a subject
             texts = [f"{title}\n{t}" for t in sentences[1:] if len(t) >= agent.min_sentence_chars]
-            await asyncio.gather(*(self._task(ai, si * 100 + ti, agent, text, it)
+            topic = topic_of(self.seed.text)
+            await asyncio.gather(*(self._task(ai, si * 100 + ti, agent, text, it, topic)
                                    for si, text in enumerate(texts) for ti, it in enumerate(itypes)))
             return
         if agent.passthrough:
@@ -166,16 +168,33 @@ class UnitFlow:
                 return
         await asyncio.gather(*(self._task(ai, ti, agent, text, it) for ti, it in enumerate(itypes)))
 
-    async def _task(self, ai: int, ti: int, agent: Agent, text: str, itype: InstructionType) -> None:
+    async def _task(self, ai: int, ti: int, agent: Agent, text: str, itype: InstructionType,
+                    topic: str | None = None) -> None:
         # 2. seed instruction generation
         instr = self.skill.instruction
+        if instr.method == "answer_first":
+            # the question is built by rule around an answer span; only the span's sentence
+            # (the text's last line) is asked about, the title line stays context
+            sentence = text.rsplit("\n", 1)[-1]
+            questions = [q for q in questions_for_text(sentence, topic or topic_of(text), instr.max_targets)
+                         if q.form == itype.form]
+            self.ctx.on_stage("instruction", len(questions))
+            if not questions:
+                self.result.stages["instruction:no_target"] += 1
+            await asyncio.gather(*(self._refine(ai, ti * 10 + qi, agent, text, itype, q.text, q)
+                                   for qi, q in enumerate(questions)))
+            return
         prompt = render(instr.prompt, text=text, type=itype)
         res = await self._json("instruction", instr.system, prompt, TASK_SCHEMA, self.mt.instruction)
         if not res.ok:
             self._reject(self._key(ai, ti), "instruction", f"no valid task: {res.error}", prompt,
                          agent.name, itype.name, answer=res.raw)
             return
-        versions: list[tuple[str, int, str | None]] = [(res.value["task"].strip(), 0, None)]
+        await self._refine(ai, ti, agent, text, itype, res.value["task"].strip())
+
+    async def _refine(self, ai: int, ti: int, agent: Agent, text: str, itype: InstructionType,
+                      task: str, question: Question | None = None) -> None:
+        versions: list[tuple[str, int, str | None]] = [(task, 0, None)]
         # 3. instruction refinement: Suggester -> Editor, `rounds` times along one chain
         current = versions[0][0]
         ref = self.skill.refinement
@@ -207,10 +226,13 @@ class UnitFlow:
             kept = [(vi, v) for vi, v in enumerate(versions) if v[1] == last]
         else:
             kept = list(enumerate(versions))
-        await asyncio.gather(*(self._answer(ai, ti, vi, agent, text, itype, *v) for vi, v in kept))
+        target = question.target if question else None
+        await asyncio.gather(*(self._answer(ai, ti, vi, agent, text, itype, *v, target=target)
+                               for vi, v in kept))
 
     async def _answer(self, ai: int, ti: int, vi: int, agent: Agent, text: str,
-                      itype: InstructionType, task: str, rnd: int, previous: str | None) -> None:
+                      itype: InstructionType, task: str, rnd: int, previous: str | None,
+                      target: str | None = None) -> None:
         key = self._key(ai, ti, vi)
         policy = self.skill.answer
         user = render(self.skill.instruction.user_template, text=text, task=task)
@@ -218,7 +240,8 @@ class UnitFlow:
         if policy.step_by_step:
             system = f"{system} {policy.step_by_step_hint}".strip()
         # the teacher may see more than the student's user turn (closed-book skills)
-        seen = render(policy.context_template, text=text, task=task) if policy.context_template else user
+        seen = (render(policy.context_template, text=text, task=task, target=target)
+                if policy.context_template else user)
         convo = conversation(system, seen)
         if policy.format == "json" and policy.json_schema:
             res = await chat_structured(self.ctx.teacher, convo, policy.json_schema, name="answer",
@@ -233,12 +256,13 @@ class UnitFlow:
             answer, finish = json.dumps(res.value, ensure_ascii=False), res.finish_reason
         else:
             try:
-                answer, finish = await self._text("answer", system, user, self.mt.answer,
+                answer, finish = await self._text("answer", system, seen, self.mt.answer,
                                                   self.ctx.recipe.answer_temperature)
             except LLMError as exc:
                 self._reject(key, "answer", f"call failed: {exc}", user, agent.name, itype.name, rnd)
                 return
-        cand = Candidate(self.skill, text, self.seed.text, task, previous, itype.name, answer, finish)
+        cand = Candidate(self.skill, text, self.seed.text, task, previous, itype.name, answer, finish,
+                         target)
         failed = await run_checks(cand, self.ctx.judge, self.mt.check, itype.skip_checks)
         messages = ([{"role": "system", "content": policy.system}]
                     if policy.include_system_in_messages and policy.system else [])

@@ -19,7 +19,8 @@ from agentinstruct.records import SeedKind
 
 SKILLS_DIR = Path(__file__).resolve().parent.parent / "recipes" / "skills"
 
-CheckName = Literal["non_empty", "not_truncated", "format", "answerable", "task_changed"]
+CheckName = Literal["non_empty", "not_truncated", "format", "answerable", "task_changed", "contains_target"]
+QuestionForm = Literal["fronted", "in_situ"]
 
 
 class Agent(StrictModel):
@@ -41,6 +42,9 @@ class InstructionType(StrictModel):
     description: str = Field(min_length=10)
     example: str = Field(min_length=5, description="an example of the expected task shape")
     skip_checks: list[CheckName] = Field(default_factory=list)
+    form: QuestionForm | None = Field(
+        None, description="with instruction.method answer_first: which question form this type "
+        "writes (fronted: 'Through which river does ...?', in_situ: '... drains through which river?')")
 
 
 class Transformation(StrictModel):
@@ -49,9 +53,16 @@ class Transformation(StrictModel):
 
 
 class Instruction(StrictModel):
+    """How tasks are written. ``llm``: the teacher writes each task from the prompt.
+    ``answer_first``: for teachers too small to write questions (see generate/questions.py),
+    answer spans of each clause are picked and the question around each is built by rule;
+    the teacher then answers, and the ``contains_target`` check verifies the answer."""
+
+    method: Literal["llm", "answer_first"] = "llm"
+    max_targets: int = Field(2, ge=1, description="answer_first: answer spans per clause")
     tasks_per_text: int = Field(2, ge=1)
     system: str = ""
-    prompt: str = Field(description="Jinja; variables: text, type (name, description, example)")
+    prompt: str = Field("", description="Jinja; variables: text, type (name, description, example)")
     user_template: str = Field(
         "{{ text }}\n\n{{ task }}", description="the user turn of the training pair"
     )
@@ -75,7 +86,8 @@ class Answer(StrictModel):
     step_by_step_hint: str = "Think step by step, then give the final answer."
     format: Literal["text", "json"] = "text"
     context_template: str | None = Field(
-        None, description="Jinja (text, task): what the teacher sees when answering, when it differs "
+        None, description="Jinja (text, task, target: the answer span of an answer_first task, "
+        "else None): what the teacher sees when answering, when it differs "
         "from the training user turn (closed-book skills answer from the text they hide)")
     json_schema: dict[str, Any] | None = Field(
         None, description="with format json: the schema answers must match (constrained decoding)"
@@ -107,6 +119,14 @@ class Skill(StrictModel):
             dup = {n for n in names if names.count(n) > 1}
             if dup:
                 raise ValueError(f"{label}: duplicate names {sorted(dup)}")
+        instr = self.instruction
+        if instr.method == "llm" and not instr.prompt.strip():
+            raise ValueError("instruction.prompt: required with method llm")
+        if instr.method == "answer_first":
+            missing = [t.name for t in instr.types if t.form is None]
+            if missing:
+                raise ValueError(f"instruction.types: {missing} need a form (fronted or in_situ) "
+                                 "with method answer_first")
         return self
 
     def agents_for(self, kind: str) -> list[Agent]:
@@ -115,8 +135,9 @@ class Skill(StrictModel):
     def templates(self) -> dict[str, str]:
         """Every Jinja template of the skill, by a dotted name (for validation)."""
         out = {f"transformation.agents.{a.name}.prompt": a.prompt for a in self.transformation.agents}
+        if self.instruction.method == "llm":
+            out["instruction.prompt"] = self.instruction.prompt
         out.update({
-            "instruction.prompt": self.instruction.prompt,
             "instruction.user_template": self.instruction.user_template,
             "refinement.suggester_prompt": self.refinement.suggester_prompt,
             "refinement.editor_prompt": self.refinement.editor_prompt,

@@ -153,7 +153,7 @@ class RederivationCheck:
         if policy.context_template:  # closed-book skill: the teacher answered from the seed text
             from agentinstruct.generate.skills import render
 
-            user = render(policy.context_template, text=seed.text, task=record.instruction)
+            user = render(policy.context_template, text=seed.text, task=record.instruction, target=None)
         convo = conversation(system, user)
         try:
             second = await self.teacher.chat(convo, max_tokens=self.cfg.max_tokens,

@@ -1,0 +1,119 @@
+"""Answer-first question writing (generate/questions.py), the contains_target check, per-skill
+sampling overrides, and the answer-first flow on the real embedded teacher."""
+
+import json
+
+import pytest
+
+from agentinstruct.generate.checks import Candidate, check_contains_target
+from agentinstruct.generate.config import GenerateRecipe
+from agentinstruct.generate.questions import clauses, questions_for_text, topic_of, wh_phrase
+from agentinstruct.generate.skills import Skill, load_skill
+
+
+def asked(text: str, topic: str | None = None) -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {"fronted": [], "in_situ": []}
+    for q in questions_for_text(text, topic):
+        out[q.form].append((q.text, q.target))
+    return out
+
+
+@pytest.mark.parametrize("sentence, fronted, target", [
+    ("Lake Veyra drains through the Orrin River to the south.",
+     "Through which river does Lake Veyra drain to the south?", "Orrin River"),
+    ("Fishing for glass eels has been forbidden since 1998.",
+     "Since which year has fishing for glass eels been forbidden?", "1998"),
+    ("The bridge was built in 1932 by Anna Berg.", "In which year was the bridge built by Anna Berg?", "1932"),
+    ("The bridge was built in 1932 by Anna Berg.", "By whom was the bridge built in 1932?", "Anna Berg"),
+    ("The museum attracts 40,000 visitors a year.", "How many visitors does the museum attract a year?",
+     "40,000 visitors"),
+    ("Females lay about 200 eggs on the underside of oak leaves.",
+     "How many eggs do females lay on the underside of oak leaves?", "200 eggs"),
+    ("Since 2015 the company has employed 300 people.", "How many people has the company employed since 2015?",
+     "300 people"),
+    ("In 2022 the regional council banned motor boats on Lake Veyra.",
+     "What did the regional council ban on Lake Veyra in 2022?", "motor boats"),
+])
+def test_fronted_questions(sentence, fronted, target):
+    assert (fronted, target) in asked(sentence)["fronted"]
+
+
+def test_every_target_gets_an_in_situ_question_and_no_question_contains_its_answer():
+    qs = questions_for_text("The lake freezes every winter for about four months, from December to March.")
+    assert ("The lake freezes every winter for how many months from December to March?", "four months") in \
+        [(q.text, q.target) for q in qs if q.form == "in_situ"]
+    for q in qs:
+        assert q.text.endswith("?") and q.target not in q.text
+
+
+def test_clauses_restore_subjects_and_keep_verbless_parts():
+    assert clauses("It is fed by three glacial streams and drains through the Orrin River.", "Lake Veyra") == [
+        "Lake Veyra is fed by three glacial streams", "Lake Veyra drains through the Orrin River"]
+    # an appositive without a verb stays with its clause
+    assert clauses("Lake Veyra is a lake in the Serran Highlands, 2,140 metres above sea level.") == [
+        "Lake Veyra is a lake in the Serran Highlands, 2,140 metres above sea level"]
+    assert topic_of("# Field guide\n\nThe **Copperwing moth** lives in the Lindmark valley.") == "The Copperwing moth"
+
+
+def test_wh_phrases():
+    assert wh_phrase("2009") == "which year"
+    assert wh_phrase("6 degrees Celsius") == "what temperature"
+    assert wh_phrase("40 percent") == "what percentage"
+    assert wh_phrase("eleven bakers") == "how many bakers"
+    assert wh_phrase("Orrin River") == "which river"
+    assert wh_phrase("Ines Calloway", after_preposition="by") == "whom"
+    assert wh_phrase("October") == "which month" and wh_phrase("driftwood") == "what"
+
+
+def test_no_questions_without_a_finite_verb_or_target():
+    assert questions_for_text("Wingspan: 4 to 5 centimetres") == []
+    assert questions_for_text("## Appearance") == []
+
+
+def test_contains_target_check():
+    skill = load_skill("open_domain_qa")
+
+    def cand(answer, target):
+        return Candidate(skill, "t", "t", "q?", None, "fronted_question", answer, "stop", target)
+
+    assert check_contains_target(cand("It drains through the Orrin River.", "Orrin River")) is None
+    assert check_contains_target(cand("They counted 12,000 eels.", "12,000")) is None
+    assert "Orrin River" in check_contains_target(cand("It drains to the south.", "Orrin River"))
+    assert check_contains_target(cand("anything", None)) is None  # llm-written tasks have no target
+
+
+def test_answer_first_skill_needs_a_form_per_type():
+    data = load_skill("open_domain_qa").model_dump()
+    data["instruction"]["types"][0]["form"] = None
+    with pytest.raises(ValueError, match="need a form"):
+        Skill.model_validate(data)
+    data["instruction"].update(method="llm", prompt="")
+    with pytest.raises(ValueError, match="instruction.prompt: required"):
+        Skill.model_validate(data)
+
+
+def test_per_skill_sampling_overrides_win_and_are_checked():
+    recipe = GenerateRecipe(skills=["open_domain_qa", "rc"], sampling={
+        "tasks_per_text": 1, "refinement_rounds": 1, "per_skill": {"open_domain_qa": {"refinement_rounds": 0}}})
+    odqa = recipe.sampling.for_skill("open_domain_qa")
+    assert (odqa.tasks_per_text, odqa.refinement_rounds) == (1, 0)
+    assert recipe.sampling.for_skill("rc").refinement_rounds == 1
+    with pytest.raises(ValueError, match=r"per_skill: \['tool_use'\] not in skills"):
+        GenerateRecipe(skills=["rc"], sampling={"per_skill": {"tool_use": {"tasks_per_text": 2}}})
+
+
+def test_answer_first_flow_on_the_embedded_teacher(tmp_path, repo):
+    """The real 135M teacher answers rule-built questions on one document; every accepted
+    answer states its question's target and the pairs come in both forms."""
+    from agentinstruct.generate.runner import load_generate_recipe, run_generate
+
+    recipe = load_generate_recipe(repo / "recipes/generate/demo-embedded.yaml", output=tmp_path / "run",
+                                  input=str(repo / "examples/docs/lake_veyra.txt"))
+    summary = run_generate(recipe, skills=["open_domain_qa"], show_progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run/jsonl/open_domain_qa.jsonl").read_text().splitlines()]
+    # measured: 16 of 26 accepted; the teacher's answers are greedy, so this is stable
+    assert len(rows) >= 8, summary.counts
+    assert {r["instruction_type"] for r in rows} == {"fronted_question", "in_situ_question"}
+    assert all(r["messages"][0]["content"].endswith("?") for r in rows)
+    rejected = [json.loads(x) for x in (tmp_path / "run/jsonl/rejected.jsonl").read_text().splitlines()]
+    assert all(r["reject_gate"] in {"contains_target", "not_truncated", "grounding", "non_empty"} for r in rejected)
