@@ -117,3 +117,37 @@ def test_answer_first_flow_on_the_embedded_teacher(tmp_path, repo):
     assert all(r["messages"][0]["content"].endswith("?") for r in rows)
     rejected = [json.loads(x) for x in (tmp_path / "run/jsonl/rejected.jsonl").read_text().splitlines()]
     assert all(r["reject_gate"] in {"contains_target", "not_truncated", "grounding", "non_empty"} for r in rejected)
+
+
+def test_closed_book_answers_are_written_from_the_source_sentence(tmp_path, repo):
+    """The student's user turn is the bare question; the teacher's answer request carries the
+    sentence and the target (context_template). A responder that states the target when it
+    sees it gets every pair accepted."""
+    import re
+
+    import yaml
+
+    from agentinstruct.generate.runner import load_generate_recipe, run_generate
+    from fake_openai import FakeOpenAIServer
+
+    def responder(body):
+        prompt = body["messages"][-1]["content"]
+        m = re.search(r'contains "([^"]+)"', prompt)
+        return f"It is {m.group(1)}." if m else "No idea."
+
+    with FakeOpenAIServer(responder) as server:
+        path = tmp_path / "gen.yaml"
+        path.write_text(yaml.safe_dump({
+            "teacher": {"backend": "openai", "base_url": server.base_url, "model": "fake"},
+            "input": str(repo / "examples/docs/lake_veyra.txt"), "output": str(tmp_path / "run"),
+            "skills": ["open_domain_qa"], "formats": ["jsonl"],
+            "sampling": {"per_skill": {"open_domain_qa": {"refinement_rounds": 0}}},
+            "gates": {"grounding": {"judge": False, "lexical_support": 0.5}, "decontamination": {"enabled": False},
+                      "rederive": {"enabled": False}}}))
+        run_generate(load_generate_recipe(path), show_progress=False)
+        prompts = [r["messages"][-1]["content"] for r in server.requests]
+    rows = [json.loads(x) for x in (tmp_path / "run/jsonl/open_domain_qa.jsonl").read_text().splitlines()]
+    assert rows and all("Question:" in p and "Lake Veyra" in p for p in prompts)
+    assert any("drains through the Orrin River" in p for p in prompts)
+    for r in rows:
+        assert "Question:" not in r["messages"][0]["content"]  # the student sees only the question
