@@ -111,8 +111,8 @@ def test_answer_first_flow_on_the_embedded_teacher(tmp_path, repo):
                                   input=str(repo / "examples/docs/lake_veyra.txt"))
     summary = run_generate(recipe, skills=["open_domain_qa"], show_progress=False)
     rows = [json.loads(x) for x in (tmp_path / "run/jsonl/open_domain_qa.jsonl").read_text().splitlines()]
-    # measured: 16 of 26 accepted; the teacher's answers are greedy, so this is stable
-    assert len(rows) >= 8, summary.counts
+    # measured: 29 of 37 accepted (greedy answers, so stable on a machine; margin for others)
+    assert len(rows) >= 15, summary.counts
     assert {r["instruction_type"] for r in rows} == {"fronted_question", "in_situ_question"}
     assert all(r["messages"][0]["content"].endswith("?") for r in rows)
     rejected = [json.loads(x) for x in (tmp_path / "run/jsonl/rejected.jsonl").read_text().splitlines()]
