@@ -173,10 +173,10 @@ class UnitFlow:
         # 2. seed instruction generation
         instr = self.skill.instruction
         if instr.method == "answer_first":
-            # the question is built by rule around an answer span; only the span's sentence
-            # (the text's last line) is asked about, the title line stays context
-            sentence = text.rsplit("\n", 1)[-1]
-            questions = [q for q in questions_for_text(sentence, topic or topic_of(text), instr.max_targets)
+            # questions are built by rule around answer spans; a split-sentence text's first
+            # line is the document title, context for the answer but not asked about
+            asked = text.split("\n", 1)[-1] if agent.split_sentences else text
+            questions = [q for q in questions_for_text(asked, topic or topic_of(text), instr.max_targets)
                          if q.form == itype.form]
             self.ctx.on_stage("instruction", len(questions))
             if not questions:

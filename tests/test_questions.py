@@ -119,35 +119,61 @@ def test_answer_first_flow_on_the_embedded_teacher(tmp_path, repo):
     assert all(r["reject_gate"] in {"contains_target", "not_truncated", "grounding", "non_empty"} for r in rejected)
 
 
-def test_closed_book_answers_are_written_from_the_source_sentence(tmp_path, repo):
-    """The student's user turn is the bare question; the teacher's answer request carries the
-    sentence and the target (context_template). A responder that states the target when it
-    sees it gets every pair accepted."""
-    import re
-
+def _run_fake(tmp_path, repo, skills, responder):
     import yaml
 
     from agentinstruct.generate.runner import load_generate_recipe, run_generate
     from fake_openai import FakeOpenAIServer
-
-    def responder(body):
-        prompt = body["messages"][-1]["content"]
-        m = re.search(r'contains "([^"]+)"', prompt)
-        return f"It is {m.group(1)}." if m else "No idea."
 
     with FakeOpenAIServer(responder) as server:
         path = tmp_path / "gen.yaml"
         path.write_text(yaml.safe_dump({
             "teacher": {"backend": "openai", "base_url": server.base_url, "model": "fake"},
             "input": str(repo / "examples/docs/lake_veyra.txt"), "output": str(tmp_path / "run"),
-            "skills": ["open_domain_qa"], "formats": ["jsonl"],
-            "sampling": {"per_skill": {"open_domain_qa": {"refinement_rounds": 0}}},
+            "skills": skills, "formats": ["jsonl"], "sampling": {"refinement_rounds": 0},
             "gates": {"grounding": {"judge": False, "lexical_support": 0.5}, "decontamination": {"enabled": False},
                       "rederive": {"enabled": False}}}))
         run_generate(load_generate_recipe(path), show_progress=False)
-        prompts = [r["messages"][-1]["content"] for r in server.requests]
+        return [r["messages"][-1]["content"] for r in server.requests]
+
+
+def _states_target(body):
+    import re
+
+    m = re.search(r'contains "([^"]+)"', body["messages"][-1]["content"])
+    return f"It is {m.group(1)}." if m else "No idea."
+
+
+def test_answer_first_with_a_whole_document_agent(tmp_path, repo):
+    """Without split_sentences the agent's whole text is asked about, every sentence of it."""
+    skill = load_skill("open_domain_qa").model_dump()
+    skill["transformation"]["agents"] = [{"name": "whole", "passthrough": True}]
+    path = tmp_path / "whole_qa.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump({**skill, "name": "whole_qa", "split": "whole_qa"}))
+    _run_fake(tmp_path, repo, [str(path)], _states_target)
+    rows = [json.loads(x) for x in (tmp_path / "run/jsonl/whole_qa.jsonl").read_text().splitlines()]
+    asked = {r["messages"][0]["content"] for r in rows}
+    assert {"Through which river does Lake Veyra drain to the south?",
+            "Since which year has fishing for glass eels been forbidden?"} <= asked and len(rows) > 20
+
+
+def test_closed_book_answers_are_written_from_the_source_sentence(tmp_path, repo):
+    """The student's user turn is the bare question; the teacher's answer request carries the
+    sentence and the target (context_template). A responder that states the target when it
+    sees it gets every pair accepted."""
+    prompts = _run_fake(tmp_path, repo, ["open_domain_qa"], _states_target)
     rows = [json.loads(x) for x in (tmp_path / "run/jsonl/open_domain_qa.jsonl").read_text().splitlines()]
     assert rows and all("Question:" in p and "Lake Veyra" in p for p in prompts)
     assert any("drains through the Orrin River" in p for p in prompts)
     for r in rows:
         assert "Question:" not in r["messages"][0]["content"]  # the student sees only the question
+
+
+def test_answer_first_on_whole_texts_asks_about_every_sentence():
+    text = "The museum opened in 1998. It attracts 40,000 visitors a year."
+    targets = {q.target for q in questions_for_text(text)}
+    assert targets == {"1998", "40,000 visitors"}
+    assert ("How many visitors does the museum attract a year?", "40,000 visitors") in \
+        [(q.text, q.target) for q in questions_for_text(text)]
