@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from agentinstruct.generate.checks import Candidate, run_checks
 from agentinstruct.generate.config import GenerateRecipe
-from agentinstruct.generate.questions import Question, questions_for_text, topic_of
+from agentinstruct.generate.questions import Question, questions_for_text, split_sentences, topic_of
 from agentinstruct.generate.skills import Agent, InstructionType, Skill, render
 from agentinstruct.llm import ChatModel, LLMError, chat_structured, conversation
 from agentinstruct.records import Message, Record, Seed
@@ -67,14 +67,6 @@ class FlowContext:
             "suggestions": s.suggestions or skill.refinement.suggestions,
             "keep": s.keep or skill.refinement.keep,
         }
-
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n\s*\n")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences (and headings/paragraph breaks) of a text, stripped."""
-    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
 
 
 def trim_to_sentence(text: str) -> str:
@@ -176,8 +168,7 @@ class UnitFlow:
             # questions are built by rule around answer spans; a split-sentence text's first
             # line is the document title, context for the answer but not asked about
             asked = text.split("\n", 1)[-1] if agent.split_sentences else text
-            questions = [q for q in questions_for_text(asked, topic or topic_of(text), instr.max_targets)
-                         if q.form == itype.form]
+            questions = [q for q in questions_for_text(asked, topic, instr.max_targets) if q.form == itype.form]
             self.ctx.on_stage("instruction", len(questions))
             if not questions:
                 self.result.stages["instruction:no_target"] += 1

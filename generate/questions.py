@@ -62,6 +62,7 @@ _WORD = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9'’\-]|[.,](?=\d))*%?")
 _CLAUSE_SPLIT = re.compile(r"\s*(?:[;:]|,\s+(?:and|but|while)\b|\s\band\b)\s*")
 _PARENTHESES = re.compile(r"\s*\([^()]*\)")
 _LIST_MARK = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n\s*\n")
 
 
 @dataclass(frozen=True)
@@ -159,9 +160,10 @@ def _lower_first(subject: str) -> str:
 
 
 def _is_plural(subject: str) -> bool:
-    head = subject.split()[-1].lower() if subject.split() else ""
+    head = subject.split()[-1].lower() if subject.strip() else ""
+    nouns = _lemmas(head).get("NOUN", ())
     return head in {"they", "we", "you"} or (head.endswith("s") and not head.endswith("ss")
-                                                and "NOUN" in _lemmas(head) and _lemmas(head)["NOUN"][0] != head)
+                                              and bool(nouns) and nouns[0] != head)
 
 
 def wh_phrase(target: str, after_preposition: str = "") -> str:
@@ -323,8 +325,8 @@ def questions_for_clause(clause: str, max_targets: int = 3) -> list[Question]:
         frontable = prep not in NO_FRONTING and (
             not mid or bool(prep) or (is_aux and all(_is_verbish(t) for t in mid)))
         if frontable:
-            middle = clause[mid[0].start: mid[-2].end] if prep and len(mid) > 1 else \
-                (clause[mid[0].start: mid[-1].end] if mid and not prep else "")
+            kept = mid[:-1] if prep else mid  # the preposition went to the front
+            middle = clause[kept[0].start: kept[-1].end] if kept else ""
             tail = " ".join(x for x in [middle, after, adjunct[:1].lower() + adjunct[1:]] if x)
             if is_aux:
                 body = [verb.low, _lower_first(subject), tail]
@@ -343,20 +345,24 @@ def questions_for_clause(clause: str, max_targets: int = 3) -> list[Question]:
 def questions_for_text(text: str, topic: str | None = None, max_targets: int = 3) -> list[Question]:
     """Questions for every clause of every sentence of ``text`` (Markdown headings skipped);
     ``topic`` (default: the first sentence's subject) replaces a leading "It"/"They"."""
-    sentences = _sentences(text)
+    return list(_questions_for_text(text, topic, max_targets))
+
+
+@lru_cache(maxsize=1024)  # the flows ask once per question form of the same text
+def _questions_for_text(text: str, topic: str | None, max_targets: int) -> tuple[Question, ...]:
     if topic is None:
         topic = topic_of(text)
-    out: list[Question] = []
-    for sentence in sentences:
-        for clause in clauses(sentence, topic):
-            out.extend(questions_for_clause(clause, max_targets))
-    return out
+    return tuple(q for sentence in _sentences(text) for clause in clauses(sentence, topic)
+                 for q in questions_for_clause(clause, max_targets))
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences (and headings/paragraph breaks) of a text, stripped."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
 
 
 def _sentences(text: str) -> list[str]:
     """Sentences of a text, Markdown headings and emphasis markers left out."""
-    from agentinstruct.generate.flows import split_sentences  # local: flows imports this module
-
     lines = [ln for ln in text.replace("*", "").splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     return [s for ln in lines for s in split_sentences(ln)]
 

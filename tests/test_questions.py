@@ -2,13 +2,17 @@
 sampling overrides, and the answer-first flow on the real embedded teacher."""
 
 import json
+import re
 
 import pytest
+import yaml
 
 from agentinstruct.generate.checks import Candidate, check_contains_target
 from agentinstruct.generate.config import GenerateRecipe
 from agentinstruct.generate.questions import clauses, questions_for_text, topic_of, wh_phrase
+from agentinstruct.generate.runner import load_generate_recipe, run_generate
 from agentinstruct.generate.skills import Skill, load_skill
+from fake_openai import FakeOpenAIServer
 
 
 def asked(text: str, topic: str | None = None) -> dict[str, list[tuple[str, str]]]:
@@ -105,8 +109,6 @@ def test_per_skill_sampling_overrides_win_and_are_checked():
 def test_answer_first_flow_on_the_embedded_teacher(tmp_path, repo):
     """The real 135M teacher answers rule-built questions on one document; every accepted
     answer states its question's target and the pairs come in both forms."""
-    from agentinstruct.generate.runner import load_generate_recipe, run_generate
-
     recipe = load_generate_recipe(repo / "recipes/generate/demo-embedded.yaml", output=tmp_path / "run",
                                   input=str(repo / "examples/docs/lake_veyra.txt"))
     summary = run_generate(recipe, skills=["open_domain_qa"], show_progress=False)
@@ -120,11 +122,6 @@ def test_answer_first_flow_on_the_embedded_teacher(tmp_path, repo):
 
 
 def _run_fake(tmp_path, repo, skills, responder):
-    import yaml
-
-    from agentinstruct.generate.runner import load_generate_recipe, run_generate
-    from fake_openai import FakeOpenAIServer
-
     with FakeOpenAIServer(responder) as server:
         path = tmp_path / "gen.yaml"
         path.write_text(yaml.safe_dump({
@@ -138,8 +135,6 @@ def _run_fake(tmp_path, repo, skills, responder):
 
 
 def _states_target(body):
-    import re
-
     m = re.search(r'contains "([^"]+)"', body["messages"][-1]["content"])
     return f"It is {m.group(1)}." if m else "No idea."
 
@@ -149,8 +144,6 @@ def test_answer_first_with_a_whole_document_agent(tmp_path, repo):
     skill = load_skill("open_domain_qa").model_dump()
     skill["transformation"]["agents"] = [{"name": "whole", "passthrough": True}]
     path = tmp_path / "whole_qa.yaml"
-    import yaml
-
     path.write_text(yaml.safe_dump({**skill, "name": "whole_qa", "split": "whole_qa"}))
     _run_fake(tmp_path, repo, [str(path)], _states_target)
     rows = [json.loads(x) for x in (tmp_path / "run/jsonl/whole_qa.jsonl").read_text().splitlines()]
