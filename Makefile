@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/agentinstruct pipeline --config recipes/pipeline/demo-cpu.yaml
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from agentinstruct.evaluate.config import AlpacaEvalSection
+
 from agentinstruct.llm import ChatModel, LLMError, create_model
 from agentinstruct.llm.serve import serve_in_thread
 

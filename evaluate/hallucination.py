@@ -12,6 +12,7 @@ from typing import Any
 
 from agentinstruct.evaluate.config import HallucinationSection
 from agentinstruct.generate.ingest import IngestReport, iter_seeds, regex_tokenize
+
 from agentinstruct.llm import ChatModel, LLMError, create_model
 from agentinstruct.llm.structured import extract_json
 

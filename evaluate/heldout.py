@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from agentinstruct.evaluate.config import HeldoutSection
 from scipy.stats import beta
 
-from agentinstruct.evaluate.config import HeldoutSection
 from agentinstruct.llm import ChatModel, LLMError, conversation
 
 

@@ -12,8 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from agentinstruct.embedded import resolve_model_path
 from agentinstruct.evaluate.config import LMEvalSection, LMEvalTask
+
+from agentinstruct.embedded import resolve_model_path
 from agentinstruct.llm.base import ModelSpec
 
 log = logging.getLogger(__name__)

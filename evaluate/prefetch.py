@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agentinstruct.evaluate.config import EvalRecipe
+
 from agentinstruct.llm.base import ModelSpec
 
 
@@ -39,9 +40,8 @@ def plan(recipe: EvalRecipe, models: list[ModelSpec]) -> list[tuple[str, str, Ca
     if recipe.alpaca_eval.enabled:
         model_item(recipe.alpaca_eval.judge)
         if not recipe.alpaca_eval.instructions:
-            from huggingface_hub import hf_hub_download
-
             from agentinstruct.evaluate.alpaca import HUB_FILE, HUB_REPO
+            from huggingface_hub import hf_hub_download
 
             items.append(("dataset file", f"{HUB_REPO}/{HUB_FILE}",
                           lambda: hf_hub_download(HUB_REPO, HUB_FILE, repo_type="dataset")))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agentinstruct.evaluate.config import EvalRecipe
+
 from agentinstruct.llm import ChatModel, ModelSpec, create_model
 from agentinstruct.provenance import package_versions
 from agentinstruct.recipes import load_recipe
@@ -87,7 +88,7 @@ def run_eval(
         "run_name": run_dir.name,
         "model": model.display_name(),
         "model_spec": model.identity() | {"adapter": model.adapter},
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "scores": scores,
         "notes": notes,
         "timings_s": timings,

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 from agentinstruct.generate.skills import Skill, render
+
 from agentinstruct.llm import ChatModel, chat_structured
 from agentinstruct.llm.structured import boolean_schema
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+from agentinstruct.generate.gates_config import Gates
 from pydantic import Field, model_validator
 
-from agentinstruct.generate.gates_config import Gates
 from agentinstruct.llm.base import ModelSpec
 from agentinstruct.recipes import StrictModel
 

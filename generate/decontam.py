@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-
 from agentinstruct.generate.gates_config import DecontaminationGate
 
 _WORD = re.compile(r"\w+")
@@ -81,9 +80,8 @@ def benchmark_texts(cfg: DecontaminationGate) -> Iterator[tuple[str, str]]:
 
 
 def _lm_eval_texts(tasks) -> Iterator[tuple[str, str]]:
-    from lm_eval.tasks import TaskManager, get_task_dict
-
     from agentinstruct.evaluate.lm_harness import benchmark_label, task_spec
+    from lm_eval.tasks import TaskManager, get_task_dict
 
     tm = TaskManager()
     for task in tasks:

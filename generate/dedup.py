@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rensa import RMinHash, RMinHashLSH
-
 from agentinstruct.generate.gates_config import DedupGate
+from rensa import RMinHash, RMinHashLSH
 
 _WORD = re.compile(r"\w+")
 

@@ -19,17 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
-from agentinstruct.cache import CachedChatModel, CallCache
 from agentinstruct.generate import export as ex
 from agentinstruct.generate.config import GenerateRecipe
 from agentinstruct.generate.flows import FlowContext, run_unit
 from agentinstruct.generate.ingest import IngestReport, hf_tokenizer_spans, iter_seeds, regex_tokenize
 from agentinstruct.generate.journal import Journal, unit_id
 from agentinstruct.generate.skills import Skill, load_skill, select_skills
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agentinstruct.cache import CachedChatModel, CallCache
 from agentinstruct.llm import ChatModel, LLMStats, create_model
 from agentinstruct.provenance import package_versions
 from agentinstruct.recipes import recipe_hash

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-
 from agentinstruct.generate.journal import Journal
+
 from agentinstruct.records import PROVENANCE_COLUMNS
 
 REJECTED = "rejected"

@@ -21,6 +21,7 @@ from agentinstruct.generate.checks import Candidate, run_checks
 from agentinstruct.generate.config import GenerateRecipe
 from agentinstruct.generate.questions import Question, questions_for_text, split_sentences, topic_of
 from agentinstruct.generate.skills import Agent, InstructionType, Skill, render
+
 from agentinstruct.llm import ChatModel, LLMError, chat_structured, conversation
 from agentinstruct.records import Message, Record, Seed
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agentinstruct.generate.gates_config import Gates
 from agentinstruct.generate.skills import Skill
+
 from agentinstruct.llm import ChatModel
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from agentinstruct.generate.config import GenerateRecipe
 from agentinstruct.generate.engine import GenerationRun, RunSummary
+from rich.console import Console
+
 from agentinstruct.recipes import parse_recipe, read_yaml
 
 

@@ -75,7 +75,7 @@ def run_sandboxed(code: str, timeout_s: float = 5.0, memory_mb: int = 512) -> tu
     if proc.returncode in (-9, -24):  # SIGKILL / SIGXCPU from the CPU-time limit
         return False, "timed out"
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["exit code %d" % proc.returncode])[-1]
+        last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         return False, last[:200]
     return True, ""
 

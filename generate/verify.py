@@ -9,6 +9,7 @@ from typing import Any
 from agentinstruct.generate import gates_config as cfgs
 from agentinstruct.generate.skills import Skill
 from agentinstruct.generate.tools import check_arithmetic, check_code, check_tool_calls
+
 from agentinstruct.llm import ChatModel, LLMError, chat_structured, conversation
 from agentinstruct.llm.structured import boolean_schema
 from agentinstruct.records import Record, Seed
@@ -189,7 +190,8 @@ SCORE_SCHEMA = {
     "required": ["correctness", "instruction_following", "complexity", "helpfulness", "rationale"],
     "additionalProperties": False,
 }
-SCORE_PROMPT = """Rate this instruction-response pair from 1 to 10 on correctness, instruction following, complexity of the task, and helpfulness, with a one-sentence rationale. Reply in JSON.
+SCORE_PROMPT = """Rate this instruction-response pair from 1 to 10 on correctness, instruction following, \
+complexity of the task, and helpfulness, with a one-sentence rationale. Reply in JSON.
 
 Instruction:
 {user}

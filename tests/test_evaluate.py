@@ -6,13 +6,13 @@ import re
 import shutil
 
 import pytest
-from lm_eval.api.model import LM
-
 from agentinstruct.evaluate.config import EvalRecipe
 from agentinstruct.evaluate.hallucination import parse_verdict
 from agentinstruct.evaluate.prefetch import plan
 from agentinstruct.evaluate.report import compare, load_runs, write_report
 from agentinstruct.evaluate.suite import load_eval_recipe, run_eval
+from lm_eval.api.model import LM
+
 from agentinstruct.llm import ChatModel, Completion, ModelSpec
 
 GSM = {  # question start -> scripted output

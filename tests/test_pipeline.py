@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from agentinstruct.evaluate.heldout import clopper_pearson, is_correct, paired_bootstrap
+from fake_openai import FakeOpenAIServer
 from rich.console import Console
 
-from agentinstruct.evaluate.heldout import clopper_pearson, is_correct, paired_bootstrap
 from agentinstruct.pipeline import Pipeline, load_pipeline_recipe
-from fake_openai import FakeOpenAIServer
 
 
 def test_heldout_scoring_and_intervals():

@@ -6,7 +6,6 @@ import re
 
 import pytest
 import yaml
-
 from agentinstruct.generate.checks import Candidate, check_contains_target
 from agentinstruct.generate.config import GenerateRecipe
 from agentinstruct.generate.questions import clauses, questions_for_text, topic_of, wh_phrase

@@ -1,6 +1,6 @@
 import pytest
-
 from agentinstruct.generate.config import GenerateRecipe
+
 from agentinstruct.recipes import RecipeError, load_recipe, recipe_hash
 
 

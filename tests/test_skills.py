@@ -1,9 +1,9 @@
 """Every shipped skill file is valid: taxonomy described, prompts render, paper coverage."""
 
 import pytest
-
 from agentinstruct.generate.flows import TASK_SCHEMA
 from agentinstruct.generate.skills import Skill, available_skills, load_skill, render
+
 from agentinstruct.recipes import RecipeError, parse_recipe
 
 SHIPPED = available_skills()

@@ -8,10 +8,6 @@ from pathlib import Path
 import datasets
 import pytest
 import yaml
-from transformers import AutoTokenizer
-
-from agentinstruct.embedded import converted_dir
-from agentinstruct.recipes import RecipeError
 from agentinstruct.train.chat_templates import (
     TemplateError,
     assistant_mask,
@@ -21,6 +17,10 @@ from agentinstruct.train.chat_templates import (
 from agentinstruct.train.data_mixture import DatasetMixture, load_mixture
 from agentinstruct.train.sft import parse_args
 from fake_openai import FakeOpenAIServer
+from transformers import AutoTokenizer
+
+from agentinstruct.embedded import converted_dir
+from agentinstruct.recipes import RecipeError
 
 CONVO = [
     {"role": "system", "content": "You are terse."},

@@ -72,13 +72,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import datasets
     import transformers
     from accelerate import PartialState
+    from agentinstruct.train.chat_templates import check_trainable_tokens, load_template
+    from agentinstruct.train.data_mixture import load_mixture, parse_mixture
     from transformers import AutoTokenizer, set_seed
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer, get_peft_config, get_quantization_config
 
     from agentinstruct.embedded import resolve_model_path
-    from agentinstruct.train.chat_templates import check_trainable_tokens, load_template
-    from agentinstruct.train.data_mixture import load_mixture, parse_mixture
 
     script_args, training_args, model_args = parse_args(argv)
     cfg = config_path(argv)
