@@ -19,11 +19,12 @@ from typing import Any
 import yaml
 from agentinstruct.evaluate.config import AlpacaEvalSection
 
-from agentinstruct.llm import ChatModel, LLMError, create_model
+from agentinstruct.llm import ChatModel, Completion, LLMError, create_model
 from agentinstruct.llm.serve import serve_in_thread
+from agentinstruct.resources import data_path
 
 log = logging.getLogger(__name__)
-JUDGE_PROMPT = Path(__file__).resolve().parent.parent / "recipes" / "eval" / "alpaca_eval_judge" / "prompt.txt"
+JUDGE_PROMPT = data_path("recipes", "eval", "alpaca_eval_judge", "prompt.txt")  # shipped package data
 HUB_REPO, HUB_FILE = "tatsu-lab/alpaca_eval", "alpaca_eval.json"
 
 
@@ -44,10 +45,31 @@ def load_instructions(section: AlpacaEvalSection) -> list[dict[str, Any]]:
     return rows[: section.max_instances] if section.max_instances else rows
 
 
-async def generate_outputs(model: ChatModel, rows: list[dict[str, Any]], max_tokens: int) -> list[str]:
+async def generate_outputs(model: ChatModel, rows: list[dict[str, Any]], max_tokens: int) -> list[str | LLMError]:
+    """One output per row: its text, or the LLMError of a call that failed."""
     outs = await model.chat_batch([[{"role": "user", "content": r["instruction"]}] for r in rows],
                                   max_tokens=max_tokens, temperature=0.0)
-    return [o.text if not isinstance(o, LLMError) else "" for o in outs]
+    return [o if isinstance(o, LLMError) else o.text for o in outs]
+
+
+class CountingJudge(ChatModel):
+    """A local judge as served to alpaca_eval: a failed call is counted and answered with an empty
+    reply, which alpaca_eval cannot parse and so leaves out of the win rate (instead of the
+    OpenAI client's retries ending the whole run)."""
+
+    def __init__(self, inner: ChatModel):
+        super().__init__()
+        self.inner, self.name = inner, inner.name
+        self.failed: int = 0
+        self.first_error: str | None = None
+
+    async def chat(self, messages, **params: Any) -> Completion:
+        try:
+            return await self.inner.chat(messages, **params)
+        except LLMError as exc:
+            self.failed += 1
+            self.first_error = self.first_error or str(exc)
+            return Completion("", "error")
 
 
 def write_annotator(out: Path, judge_name: str, base_url: str, api_key: str | None,
@@ -78,7 +100,9 @@ def write_annotator(out: Path, judge_name: str, base_url: str, api_key: str | No
 
 @contextlib.contextmanager
 def judge_endpoint(section: AlpacaEvalSection, judge: ChatModel | None):
-    """(name, base_url, api_key) of the judge; a local judge is served for the block's duration."""
+    """(name, base_url, api_key, counter) of the judge; a local judge is served for the block's
+    duration, wrapped in a CountingJudge (``counter``; None for a remote judge, whose failed calls
+    alpaca_eval itself retries and then raises)."""
     spec = section.judge
     if judge is None and spec.backend == "openai":
         key = None
@@ -90,7 +114,7 @@ def judge_endpoint(section: AlpacaEvalSection, judge: ChatModel | None):
         else:
             key, old = "not-needed", None
         try:
-            yield spec.model, spec.base_url or "https://api.openai.com/v1", key
+            yield spec.model, spec.base_url or "https://api.openai.com/v1", key, None
         finally:
             if spec.api_key_env:
                 if old is None:
@@ -98,9 +122,9 @@ def judge_endpoint(section: AlpacaEvalSection, judge: ChatModel | None):
                 else:
                     os.environ["OPENAI_API_KEY"] = old
         return
-    model = judge or create_model(spec)
+    model = CountingJudge(judge or create_model(spec))
     with serve_in_thread(model) as url:
-        yield model.name, url, "not-needed"
+        yield model.name, url, "not-needed", model
 
 
 def run_alpaca_eval(section: AlpacaEvalSection, model: ChatModel, out_dir: Path, notes: list[str],
@@ -113,10 +137,25 @@ def run_alpaca_eval(section: AlpacaEvalSection, model: ChatModel, out_dir: Path,
     rows = load_instructions(section)
     outputs = asyncio.run(generate_outputs(model, rows, section.max_tokens))
     name = model.name.replace("/", "_")
-    model_outputs = [{"instruction": r["instruction"], "output": o, "generator": name, "dataset": r["dataset"]}
+    model_outputs = [{"instruction": r["instruction"], "output": o if isinstance(o, str) else "",
+                      "generator": name, "dataset": r["dataset"], **({"error": str(o)} if isinstance(o, LLMError) else {})}
                      for r, o in zip(rows, outputs)]
     (out / "model_outputs.json").write_text(json.dumps(model_outputs, indent=1, ensure_ascii=False))
-    with judge_endpoint(section, judge) as (judge_name, base_url, key):
+    # a failed output is not judged: it counts as a loss to the reference (see losses_for_failures)
+    judged = [i for i, o in enumerate(outputs) if isinstance(o, str)]
+    failed = len(rows) - len(judged)
+    base = {"metric": "win_rate", "benchmark": "AlpacaEval", "n": len(rows), "failed": failed,
+            "source": "local" if section.instructions else "hub"}
+    if failed:
+        first = next(o for o in outputs if isinstance(o, LLMError))
+        notes.append(f"alpaca_eval: {failed} of {len(rows)} model outputs failed and count as losses to the "
+                     f"reference (plain win rate over all {len(rows)}; first error: {str(first)[:160]})")
+    if not judged:
+        return {"alpaca_eval win_rate": {**base, "value": 0.0, "stderr": None, "n_unparsed": 0, "judge_failed": 0,
+                                         "judge": section.judge.display_name()}}
+    model_outputs = [model_outputs[i] for i in judged]
+    references = [rows[i] for i in judged]
+    with judge_endpoint(section, judge) as (judge_name, base_url, key, counter):
         config = write_annotator(out, judge_name, base_url, key, section.judge_max_tokens)
         metric_used, leaderboard, annotations = "length_controlled_winrate", None, None
         metrics = [("get_length_controlled_winrate", "length_controlled_winrate"), ("get_winrate", "win_rate")]
@@ -124,10 +163,14 @@ def run_alpaca_eval(section: AlpacaEvalSection, model: ChatModel, out_dir: Path,
             metrics = metrics[1:]
             notes.append("alpaca_eval: a local instruction set - reporting the plain win rate (the "
                          "length-controlled win rate needs the official 805-instruction references)")
+        elif failed:  # failures enter as losses, which only the plain win rate can take
+            metrics = metrics[1:]
         for fn_metric, metric in metrics:
+            if counter is not None:
+                counter.failed, counter.first_error = 0, None  # count the calls of the attempt that counts
             try:
                 leaderboard, annotations = alpaca_eval.evaluate(
-                    model_outputs=model_outputs, reference_outputs=rows, annotators_config=str(config),
+                    model_outputs=model_outputs, reference_outputs=references, annotators_config=str(config),
                     name=name, output_path=str(out), precomputed_leaderboard=None,
                     is_return_instead_of_print=True, fn_metric=fn_metric, sort_by=metric,
                     is_cache_leaderboard=False,
@@ -145,13 +188,27 @@ def run_alpaca_eval(section: AlpacaEvalSection, model: ChatModel, out_dir: Path,
                              f"{str(exc)[:120]}); reporting the plain win rate")
     row = leaderboard.loc[name]
     prefs = [a.get("preference") for a in (annotations or [])]
-    unparsed = sum(1 for p in prefs if p is None or (isinstance(p, float) and math.isnan(p)))
+    judge_failed = counter.failed if counter is not None else 0
+    unparsed = sum(1 for p in prefs if p is None or (isinstance(p, float) and math.isnan(p))) - judge_failed
+    if judge_failed:
+        notes.append(f"alpaca_eval: {judge_failed} of {len(prefs)} judge calls failed (left out of the win rate; "
+                     f"first error: {(counter.first_error or '')[:160]})")
     if unparsed:
         notes.append(f"alpaca_eval: {unparsed} of {len(prefs)} judge replies could not be parsed (not counted)")
-    se = row.get("standard_error")
+    value, se = float(row[metric_used]), row.get("standard_error")
+    if failed:
+        value, se = losses_for_failures(prefs, failed)
     return {f"alpaca_eval {metric_used}": {
-        "value": float(row[metric_used]) / 100.0,
+        **base, "value": value / 100.0,
         "stderr": float(se) / 100.0 if se is not None and not math.isnan(float(se)) else None,
-        "metric": metric_used, "benchmark": "AlpacaEval", "n": len(rows), "n_unparsed": unparsed,
-        "judge": judge_name, "source": "local" if section.instructions else "hub",
+        "metric": metric_used, "n_unparsed": unparsed, "judge_failed": judge_failed, "judge": judge_name,
     }}
+
+
+def losses_for_failures(prefs: list[Any], failed: int) -> tuple[float, float | None]:
+    """alpaca_eval's plain win rate (and its standard error, in points) over the judged
+    preferences plus one loss to the reference (preference 1) per failed model output."""
+    from alpaca_eval.metrics import get_winrate
+
+    out = get_winrate([{"preference": p} for p in prefs] + [{"preference": 1.0}] * failed)
+    return float(out["win_rate"]), out.get("standard_error")

@@ -88,16 +88,27 @@ def hhem_scores(pairs: list[tuple[str, str]]) -> list[float] | None:
     return [float(s) for s in model.predict(pairs)]
 
 
-async def _summaries_and_verdicts(model: ChatModel, judge: ChatModel, docs, section):
+async def _summaries_and_verdicts(model: ChatModel, judge: ChatModel, docs, section
+                                  ) -> tuple[list[str | LLMError], list[str | LLMError | None]]:
+    """Summaries (text or the LLMError of a failed call) and judge replies (text, LLMError, or
+    None where the summary failed and there was nothing to judge)."""
     summaries = await model.chat_batch(
         [[{"role": "user", "content": SUMMARY_PROMPT.format(document=d)}] for _, d in docs],
         max_tokens=section.summary_max_tokens, temperature=0.0)
-    texts = [s.text if not isinstance(s, LLMError) else "" for s in summaries]
+    texts: list[str | LLMError] = [s if isinstance(s, LLMError) else s.text for s in summaries]
+    todo = [i for i, t in enumerate(texts) if isinstance(t, str)]
     verdicts = await judge.chat_batch(
-        [[{"role": "user", "content": JUDGE_PROMPT.format(document=d, summary=t)}] for (_, d), t in zip(docs, texts)],
+        [[{"role": "user", "content": JUDGE_PROMPT.format(document=docs[i][1], summary=texts[i])}] for i in todo],
         max_tokens=section.judge_max_tokens, temperature=0.0,
         response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": JUDGE_SCHEMA}})
-    return texts, [v.text if not isinstance(v, LLMError) else "" for v in verdicts]
+    replies: list[str | LLMError | None] = [None] * len(texts)
+    for i, v in zip(todo, verdicts):
+        replies[i] = v if isinstance(v, LLMError) else v.text
+    return texts, replies
+
+
+def _failure_note(what: str, errors: list[LLMError], total: int, rule: str) -> str:
+    return f"hallucination: {len(errors)} of {total} {what} failed ({rule}; first error: {str(errors[0])[:160]})"
 
 
 def run_hallucination(section: HallucinationSection, model: ChatModel, out_dir: Path, notes: list[str],
@@ -106,16 +117,27 @@ def run_hallucination(section: HallucinationSection, model: ChatModel, out_dir: 
     if not docs:
         raise ValueError(f"hallucination.documents {section.documents!r}: no documents to summarise")
     judge = judge or create_model(section.judge)
-    summaries, replies = asyncio.run(_summaries_and_verdicts(model, judge, docs, section))
-    parsed = [parse_verdict(r) for r in replies]
-    rows = [{"source": src, "summary": s, "judge_reply": r, "verdict": v}
-            for (src, _), s, r, v in zip(docs, summaries, replies, parsed)]
+    outs, replies = asyncio.run(_summaries_and_verdicts(model, judge, docs, section))
+    summaries = [o if isinstance(o, str) else "" for o in outs]
+    parsed = [parse_verdict(r) if isinstance(r, str) else None for r in replies]
+    rows = [{"source": src, "summary": s, "judge_reply": r if isinstance(r, str) else None, "verdict": v,
+             **({"failed": "summary", "error": str(o)} if isinstance(o, LLMError) else {}),
+             **({"failed": "judge", "error": str(r)} if isinstance(r, LLMError) else {})}
+            for (src, _), s, o, r, v in zip(docs, summaries, outs, replies, parsed)]
     ok = [v for v in parsed if v is not None]
-    unparsed = len(parsed) - len(ok)
+    failed = [o for o in outs if isinstance(o, LLMError)]
+    judge_failed = [r for r in replies if isinstance(r, LLMError)]
+    unparsed = sum(isinstance(r, str) for r in replies) - len(ok)
+    if failed:
+        notes.append(_failure_note("summaries", failed, len(docs), "not judged, left out of the scores"))
+    if judge_failed:
+        notes.append(_failure_note("judge calls", judge_failed, len(docs) - len(failed), "left out of the scores"))
     if unparsed:
-        notes.append(f"hallucination: {unparsed} of {len(parsed)} judge replies could not be parsed (not counted)")
+        notes.append(f"hallucination: {unparsed} of {len(docs) - len(failed) - len(judge_failed)} judge replies "
+                     "could not be parsed (not counted)")
     scores: dict[str, dict[str, Any]] = {}
-    base = {"benchmark": "Summarisation hallucination", "judge": judge.name, "n_unparsed": unparsed}
+    base = {"benchmark": "Summarisation hallucination", "judge": judge.name, "n_unparsed": unparsed,
+            "failed": len(failed), "judge_failed": len(judge_failed), "attempted": len(docs)}
     if ok:
         rate = sum(v["hallucinated"] for v in ok) / len(ok)
         scores["hallucination rate (judge)"] = {"value": rate, "stderr": (rate * (1 - rate) / len(ok)) ** 0.5,
@@ -126,17 +148,18 @@ def run_hallucination(section: HallucinationSection, model: ChatModel, out_dir: 
             scores["summary quality (judge, 1-5)"] = {"value": sum(qualities) / len(qualities), "stderr": None,
                                                       "metric": "quality", "n": len(qualities), **base}
     if section.hhem:
-        hhem = hhem_scores([(d, s) for (_, d), s in zip(docs, summaries)])
+        hhem = hhem_scores([(d, s) for (_, d), s in zip(docs, outs) if isinstance(s, str)])
         if hhem is None:
             notes.append("hallucination: HHEM-2.1-Open is not available locally; skipped "
                          "(agentinstruct prefetch fetches it)")
         else:
-            for row, h in zip(rows, hhem):
+            for row, h in zip((r for r, o in zip(rows, outs) if isinstance(o, str)), hhem):
                 row["hhem_consistency"] = h
             rate = sum(h < 0.5 for h in hhem) / len(hhem)
             scores["hallucination rate (HHEM-2.1)"] = {"value": rate, "stderr": None, "metric": "hhem_rate",
                                                        "n": len(hhem), "lower_is_better": True,
-                                                       "benchmark": "Summarisation hallucination"}
+                                                       "benchmark": "Summarisation hallucination",
+                                                       "failed": len(failed), "attempted": len(docs)}
     samples = out_dir / "samples"
     samples.mkdir(parents=True, exist_ok=True)
     with open(samples / "hallucination.jsonl", "w", encoding="utf-8") as fh:

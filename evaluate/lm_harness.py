@@ -7,6 +7,7 @@ BBH: input/target), so runs work offline and tests can use fixtures.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any
 from agentinstruct.evaluate.config import LMEvalSection, LMEvalTask
 
 from agentinstruct.embedded import resolve_model_path
+from agentinstruct.llm.adapters import adapter_config, lora_rank
 from agentinstruct.llm.base import ModelSpec
+from agentinstruct.llm.dtypes import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -62,27 +65,46 @@ def task_spec(task: LMEvalTask, task_manager: Any) -> str | dict[str, Any]:
 
 
 def lm_eval_model(spec: ModelSpec, batch_size: int | str) -> tuple[str, dict[str, Any]]:
-    """Map our model spec to an lm-eval model type and its arguments."""
-    if spec.backend == "transformers":
-        args: dict[str, Any] = {"pretrained": resolve_model_path(spec.model), "dtype":
-                                "float32" if spec.dtype == "auto" else spec.dtype}
-        if spec.device != "auto":
-            args["device"] = spec.device
-        else:
-            import torch
+    """Map our model spec to an lm-eval model type and its arguments.
 
-            args["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    A ``FOLDER+ADAPTER`` model is evaluated with its adapter (``peft=`` for lm-eval's hf model,
+    ``lora_local_path=`` for its vllm model) and refused where the adapter cannot be applied,
+    never scored silently as the base model. The dtype is resolved here (``auto``: bf16 on a
+    GPU, fp32 on CPU), since lm-eval's own ``auto`` means the checkpoint's dtype.
+    """
+    if spec.adapter:
+        adapter_config(spec.adapter)  # a missing or non-adapter folder: one line, before weights load
+    if spec.backend == "transformers":
+        device = resolve_device(spec.device)
+        args: dict[str, Any] = {"pretrained": resolve_model_path(spec.model),
+                                "dtype": resolve_dtype(spec.dtype, device), "device": device}
         if spec.adapter:
             args["peft"] = spec.adapter
         return "hf", args
     if spec.backend == "vllm":
-        return "vllm", {"pretrained": resolve_model_path(spec.model), "dtype": spec.dtype}
+        args = {"pretrained": resolve_model_path(spec.model),
+                "dtype": resolve_dtype(spec.dtype, resolve_device(spec.device))}
+        if spec.adapter:
+            args.update(lora_local_path=spec.adapter, max_lora_rank=lora_rank(spec.adapter))
+        return "vllm", args
     if spec.backend == "openai":
+        if spec.adapter:
+            raise ValueError(f"lm_eval: the openai backend cannot apply adapter {spec.adapter!r} "
+                             f"(it would score the base {spec.model!r}); evaluate "
+                             f"{spec.model}+{spec.adapter} locally, or serve it with `agentinstruct "
+                             "serve --model FOLDER+ADAPTER` and evaluate that endpoint")
         base = (spec.base_url or "https://api.openai.com/v1").rstrip("/")
         return "local-chat-completions", {"model": spec.model, "base_url": f"{base}/chat/completions",
-                                          "num_concurrent": spec.max_concurrency,
+                                          "num_concurrent": spec.concurrency_ceiling(),
                                           "max_retries": spec.max_retries, "tokenized_requests": False}
     raise ValueError(f"lm_eval: no lm-eval model type for backend {spec.backend!r}")
+
+
+def check_models(section: LMEvalSection, model: ModelSpec) -> None:
+    """Raise now, before any model loads, what :func:`lm_eval_model` would raise mid-run."""
+    lm_eval_model(model, section.batch_size)
+    if section.loglikelihood_model:
+        lm_eval_model(ModelSpec.from_string(section.loglikelihood_model), section.batch_size)
 
 
 def output_types(spec: str | dict[str, Any], task_manager: Any) -> set[str]:
@@ -126,14 +148,35 @@ def extract_scores(results: dict[str, Any], task: LMEvalTask) -> dict[str, dict[
     return scores
 
 
+@functools.cache
+def task_manager() -> Any:
+    """lm-eval's task index, built once per process: it reads every task YAML (seconds), and the
+    suite runs one task per call."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
+def check_task_names(section: LMEvalSection) -> None:
+    """Every task name must be one lm-eval knows (a task, group or tag), checked before any
+    model loads; a typo gets the closest names instead of a traceback from inside lm-eval."""
+    import difflib
+
+    known = set(task_manager().all_tasks)
+    for i, task in enumerate(section.tasks):
+        if task.name not in known:
+            close = difflib.get_close_matches(task.name, sorted(known), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"lm_eval.tasks.{i}.name: unknown lm-eval task {task.name!r}{hint}")
+
+
 def run_lm_eval(section: LMEvalSection, model: ModelSpec | Any, out_dir: Path,
                 notes: list[str]) -> dict[str, dict[str, Any]]:
     """Run every task of the section; returns headline scores, writes per-sample logs."""
     import lm_eval
     from lm_eval.api.model import LM
-    from lm_eval.tasks import TaskManager
 
-    tm = TaskManager()
+    tm = task_manager()
     scores: dict[str, dict[str, Any]] = {}
     samples_dir = out_dir / "samples"
     samples_dir.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,11 @@ ORCA3_QUOTED = [
     ("Summarisation hallucination", "-31% (lower is better)"),
 ]
 RAW_SCALE_METRICS = {"quality"}  # shown as they are; everything else is a fraction shown in points
+FAILED_CALLS_RULE = (
+    "Failed calls are counted and shown next to the score (\"k failed\": model calls, \"k judge failed\": "
+    "judge calls). A failed model call counts as wrong: a held-out question as a wrong answer, an AlpacaEval "
+    "output as a loss to the reference (score over all n). Failed summaries and failed judge calls are left "
+    "out of the hallucination and quality scores, and failed AlpacaEval judge calls out of the win rate.")
 
 
 @dataclass
@@ -35,8 +40,29 @@ def load_runs(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
         path = Path(d) / "results.json"
         if not path.exists():
             raise FileNotFoundError(f"{d}: no results.json (not an evaluation run directory)")
-        runs.append(json.loads(path.read_text()))
+        runs.append(read_results(path))
     return runs
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    """One run's results.json, checked: a file that cannot be reported on is a one-line error."""
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno})") from None
+    if not isinstance(run, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(run).__name__}")
+    scores = run.get("scores")
+    if not isinstance(scores, dict) or not scores:
+        raise ValueError(f"{path}: no scores (the run measured nothing: every benchmark disabled, "
+                         "or it did not finish)")
+    for name, score in scores.items():
+        if not isinstance(score, dict) or not isinstance(score.get("value"), (int, float)):
+            raise ValueError(f"{path}: scores.{name}: expected an object with a numeric value")
+    missing = [k for k in ("run_name", "model", "created") if k not in run]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
+    return run
 
 
 def scale(score: dict[str, Any]) -> float:
@@ -63,10 +89,24 @@ def compare(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             else:
                 deltas.append((v - base, (v - base) / base * 100.0 if base else None))
         rows.append({"name": n, "benchmark": first.get("benchmark", n), "values": values, "deltas": deltas,
+                     "failures": [failures(r["scores"].get(n)) for r in runs],
                      "unit": "" if first.get("metric") in RAW_SCALE_METRICS else "pts",
                      "lower_is_better": bool(first.get("lower_is_better"))})
     rows.sort(key=lambda r: (r["benchmark"], r["name"]))
     return rows
+
+
+def failures(score: dict[str, Any] | None) -> str:
+    """'2 failed, 1 judge failed' for a score with failed calls; '' otherwise."""
+    if not score:
+        return ""
+    parts = [f"{score[k]} {label}" for k, label in (("failed", "failed"), ("judge_failed", "judge failed"))
+             if score.get(k)]
+    return ", ".join(parts)
+
+
+def _cell(v: float | None, failed: str) -> str:
+    return _fmt(v) + (f" ({failed})" if failed else "")
 
 
 def _fmt(v: float | None, digits: int = 1, sign: bool = False) -> str:
@@ -100,7 +140,8 @@ def bar_chart(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> bytes:
 
 
 def write_report(run_dirs: list[str | Path], out_dir: str | Path, title: str = "agentinstruct evaluation report",
-                 sections: list[Section] | None = None) -> tuple[Path, Path]:
+                 sections: list[Section] | None = None, headline: str | None = None) -> tuple[Path, Path]:
+    """``headline``: one paragraph under the title (the pipeline puts its held-out verdict there)."""
     runs = load_runs(run_dirs)
     rows = compare(runs)
     out = Path(out_dir)
@@ -112,7 +153,8 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path, title: str = "
         (out / name).write_bytes(data)
 
     heads = [r["run_name"] for r in runs]
-    md = [f"# {title}", "", "Runs: " + ", ".join(f"`{r['run_name']}` ({r['model']})" for r in runs), ""]
+    md = [f"# {title}", "", *([f"**{headline}**", ""] if headline else []),
+          "Runs: " + ", ".join(f"`{r['run_name']}` ({r['model']})" for r in runs), ""]
     md += ["## Measured scores", "",
            "Points = 100 x fraction; deltas are against the first run. Lower is better where marked (↓).", ""]
     header = ["benchmark", "score"] + heads + [f"Δ {h}" for h in heads[1:]]
@@ -121,7 +163,11 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path, title: str = "
         deltas = [f"{_fmt(d, sign=True)} {r['unit']} ({_fmt(p, 0, sign=True)}%)" if d is not None else "n/a"
                   for d, p in r["deltas"]]
         arrow = " ↓" if r["lower_is_better"] else ""
-        md.append("| " + " | ".join([r["benchmark"], r["name"] + arrow] + [_fmt(v) for v in r["values"]] + deltas) + " |")
+        cells = [_cell(v, f) for v, f in zip(r["values"], r["failures"])]
+        md.append("| " + " | ".join([r["benchmark"], r["name"] + arrow] + cells + deltas) + " |")
+    counts_failures = any("failed" in sc for run in runs for sc in run["scores"].values())
+    if counts_failures:  # the rule is stated whenever a score counts failed calls, failures or not
+        md += ["", FAILED_CALLS_RULE]
     if images.get("scores.png"):
         md += ["", "![scores](scores.png)"]
     notes = [(r["run_name"], n) for r in runs for n in r.get("notes", [])]
@@ -152,10 +198,11 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path, title: str = "
          "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
          "td:first-child,td:nth-child(2),th{text-align:left}.pos{color:#070}.neg{color:#a00}"
          ".quoted{background:#fff8e0}img{max-width:100%}</style></head><body>",
-         f"<h1>{e(title)}</h1>", "<h2>Measured scores</h2>", "<table><tr>" + "".join(f"<th>{e(x)}</th>" for x in header) + "</tr>"]
+         f"<h1>{e(title)}</h1>", *([f"<p><strong>{e(headline)}</strong></p>"] if headline else []),
+         "<h2>Measured scores</h2>", "<table><tr>" + "".join(f"<th>{e(x)}</th>" for x in header) + "</tr>"]
     for r in rows:
         cells = [e(r["benchmark"]), e(r["name"] + (" ↓" if r["lower_is_better"] else ""))]
-        cells += [_fmt(v) for v in r["values"]]
+        cells += [e(_cell(v, f)) for v, f in zip(r["values"], r["failures"])]
         for d, p in r["deltas"]:
             good = d is not None and ((d > 0) != r["lower_is_better"]) and d != 0
             cls = "pos" if good else ("neg" if d else "")
@@ -163,6 +210,8 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path, title: str = "
                          if d is not None else "n/a")
         h.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     h.append("</table>")
+    if counts_failures:
+        h.append(f"<p>{e(FAILED_CALLS_RULE)}</p>")
     if "scores.png" in images:
         h.append(img("scores.png"))
     if notes:

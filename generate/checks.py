@@ -1,18 +1,19 @@
-"""The validation checks a skill names in ``answer.checks``. Each returns a rejection reason,
-or None when the pair passes."""
+"""The checks a skill names in ``answer.checks``, in the form the flows call them today.
+
+The checks themselves are validators (``generate/validators``: one registry for a skill's checks
+and a recipe's gates); this module keeps the earlier entry points as thin wrappers over them:
+:class:`Candidate` (the flows' positional form), ``check_<name>(c)`` and :func:`run_checks`."""
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from agentinstruct.generate.skills import Skill, render
+from agentinstruct.generate import validators as v
+from agentinstruct.generate.skills import Skill
+from agentinstruct.generate.validators.judge_checks import ANSWERABLE_SCHEMA  # noqa: F401 - re-exported
 
-from agentinstruct.llm import ChatModel, chat_structured
-from agentinstruct.llm.structured import boolean_schema
-
-ANSWERABLE_SCHEMA = boolean_schema("answerable")
+from agentinstruct.llm import ChatModel
+from agentinstruct.records import Seed
 
 
 @dataclass
@@ -28,73 +29,46 @@ class Candidate:
     answer: str
     finish_reason: str
     target: str | None = None  # answer_first tasks: the span of the text the answer must state
+    language: str = "English"  # the language name the pair is written in (templates' ``language``)
+    passages: list = field(default_factory=list)  # retrieval skills: the passages shown (retrieval.Passage)
+    answer_passage_id: str | None = None  # the passage holding the answer; None with passages: none does
+
+    def to_candidate(self) -> v.Candidate:
+        """The validators' candidate (its seed holds only the seed text)."""
+        return v.Candidate(self.skill, Seed(id="", text=self.seed_text, source=""), self.text, self.task,
+                           self.previous_task, self.instruction_type, self.answer, self.finish_reason,
+                           self.target, passages=list(self.passages), answer_passage_id=self.answer_passage_id,
+                           language=self.language)
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"\W+", " ", text.lower()).strip()
+def _text_check(name: str):
+    validator = v.REGISTRY[name]()
+
+    def check(c: Candidate) -> str | None:
+        return validator.reason(c.to_candidate())
+
+    check.__name__ = check.__qualname__ = f"check_{name}"
+    check.__doc__ = validator.__doc__
+    return check
 
 
-def check_non_empty(c: Candidate) -> str | None:
-    return None if len(c.answer.strip()) >= c.skill.answer.min_chars else "empty answer"
-
-
-def check_not_truncated(c: Candidate) -> str | None:
-    return "answer truncated (finish_reason=length)" if c.finish_reason == "length" else None
-
-
-def check_format(c: Candidate) -> str | None:
-    if c.skill.answer.format == "json":
-        try:
-            json.loads(c.answer)
-        except json.JSONDecodeError:
-            return "answer is not valid JSON"
-    return None
-
-
-def check_contains_target(c: Candidate) -> str | None:
-    """An answer-first task was built around a span of the text: the answer must state it."""
-    if c.target is None:
-        return None
-    if f" {_norm(c.target)} " in f" {_norm(c.answer)} ":
-        return None
-    return f"answer does not state the target (span {c.target!r})"
-
-
-def check_task_changed(c: Candidate) -> str | None:
-    if c.previous_task is not None and _norm(c.previous_task) == _norm(c.task):
-        return "editor returned the task unchanged"
-    return None
+check_non_empty = _text_check("non_empty")
+check_not_truncated = _text_check("not_truncated")
+check_format = _text_check("format")
+check_contains_target = _text_check("contains_target")
+check_declines_without_answer = _text_check("declines_without_answer")
+check_task_changed = _text_check("task_changed")
 
 
 async def check_answerable(c: Candidate, judge: ChatModel, max_tokens: int) -> str | None:
-    prompt = render(c.skill.answer.answerable_prompt, text=c.text, task=c.task)
-    res = await chat_structured(judge, [{"role": "user", "content": prompt}], ANSWERABLE_SCHEMA,
-                                name="answerable", max_tokens=max_tokens, reasks=1)
-    if not res.ok:
-        return f"answerability check failed: {res.error}"
-    return None if res.value["answerable"] else "not answerable from the text (judge)"
-
-
-SYNC_CHECKS = {
-    "non_empty": check_non_empty,
-    "not_truncated": check_not_truncated,
-    "format": check_format,
-    "task_changed": check_task_changed,
-    "contains_target": check_contains_target,
-}
+    rejection = await v.judge_checks.Answerable(judge, max_tokens).check(c.to_candidate())
+    return rejection.reason if rejection else None
 
 
 async def run_checks(c: Candidate, judge: ChatModel, check_max_tokens: int,
                      skip: list[str]) -> tuple[str, str] | None:
-    """(check name, reason) of the first failing check, or None. Cheap checks run first."""
-    checks = [n for n in c.skill.answer.checks if n not in skip]
-    for name in checks:
-        if name in SYNC_CHECKS:
-            reason = SYNC_CHECKS[name](c)
-            if reason:
-                return name, reason
-    if "answerable" in checks:
-        reason = await check_answerable(c, judge, check_max_tokens)
-        if reason:
-            return "answerable", reason
-    return None
+    """(check name, reason) of the first failing check of the skill, or None; cheapest first
+    (an LLM check is not called when a cheaper one rejected)."""
+    ctx = v.ValidatorContext(recipe=None, judge=judge, check_max_tokens=check_max_tokens)
+    rejection = await v.first_rejection(v.skill_validators(c.skill, ctx, skip), c.to_candidate())
+    return (rejection.validator, rejection.reason) if rejection else None

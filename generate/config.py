@@ -5,25 +5,36 @@ from __future__ import annotations
 from typing import Literal
 
 from agentinstruct.generate.gates_config import Gates
-from pydantic import Field, model_validator
+from agentinstruct.generate.seed_filter import SeedFilter
+from pydantic import Field, field_validator, model_validator
 
+from agentinstruct.language import check_code
 from agentinstruct.llm.base import ModelSpec
-from agentinstruct.recipes import StrictModel
+from agentinstruct.recipes import DataSpec, NameOrFile, StrictModel
+from agentinstruct.resources import data_path
 
 
 class Chunking(StrictModel):
     max_tokens: int = Field(384, ge=16, description="seed chunk size in teacher tokens")
-    overlap: int = Field(32, ge=0)
+    overlap: int = Field(32, ge=0, description="tokens shared by neighbouring chunks (< max_tokens)")
     min_chars: int = Field(40, ge=1, description="shorter chunks are skipped as empty")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Chunking:
+        if self.overlap >= self.max_tokens:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than max_tokens ({self.max_tokens})")
+        return self
 
 
 class MaxTokens(StrictModel):
-    transform: int = 384
-    instruction: int = 128
-    suggest: int = 160
-    edit: int = 160
-    answer: int = 320
-    check: int = 32
+    """Completion budget of each stage's calls (a call with fewer than 1 token always fails)."""
+
+    transform: int = Field(384, ge=1)
+    instruction: int = Field(128, ge=1)
+    suggest: int = Field(160, ge=1)
+    edit: int = Field(160, ge=1)
+    answer: int = Field(320, ge=1)
+    check: int = Field(32, ge=1)
 
 
 class SamplingOverrides(StrictModel):
@@ -50,25 +61,46 @@ class Sampling(SamplingOverrides):
 class GenerateRecipe(StrictModel):
     teacher: ModelSpec = Field(default_factory=ModelSpec)
     judge: ModelSpec | None = Field(None, description="model for checks; defaults to the teacher")
-    input: str = Field("examples/docs", description="folder, glob, file, hf:NAME[:split] or a saved dataset")
+    input: DataSpec = Field(default_factory=lambda: str(data_path("examples", "docs")),
+                            description="folder, glob, file, hf:NAME[:split] or a saved dataset (relative to the recipe); "
+                            "default: the shipped example documents")
     text_column: str = "text"
-    output: str = "runs/generate"
-    skills: list[str] = Field(min_length=1, description="skill names (recipes/skills) or YAML paths")
+    output: str = Field("runs/generate", description="run directory, relative to the working directory")
+    skills: list[NameOrFile] = Field(min_length=1, description=(
+        "shipped skill names (recipes/skills) or YAML paths (relative to the recipe)"))
     seed: int = 0
     limit: int | None = Field(None, ge=1, description="at most this many seeds")
-    seeds_in_flight: int = Field(4, ge=1, description="seeds processed concurrently")
-    temperature: float = Field(0.7, ge=0, description="for transformation, instruction, refinement")
-    answer_temperature: float = Field(0.0, ge=0, description="for answers and checks")
+    seeds_in_flight: int | None = Field(None, ge=1, description=(
+        "upper bound on the seeds processed concurrently; default: seeds are admitted while the "
+        "teacher has free request slots (its max_concurrency, or auto's current limit), so the "
+        "server stays full whatever a seed's fan-out"))
+    temperature: float = Field(0.7, ge=0, le=2, description="for transformation, instruction, refinement")
+    answer_temperature: float = Field(0.0, ge=0, le=2, description="for answers and checks")
     structured_reasks: int = Field(1, ge=0)
+    max_failed_units: float = Field(0.05, ge=0, le=1, description=(
+        "share of units whose LLM calls failed for good (outage, timeouts, 5xx after every retry) "
+        "above which the run exits non-zero; failed units are never marked done, so rerunning the "
+        "same command retries them (a run where every unit failed always exits non-zero)"))
     chunking: Chunking = Field(default_factory=Chunking)
     max_tokens: MaxTokens = Field(default_factory=MaxTokens)
     sampling: Sampling = Field(default_factory=Sampling)
     gates: Gates = Field(default_factory=Gates, description="quality gates; each can be switched off")
+    seed_filter: SeedFilter = Field(default_factory=SeedFilter, description=(
+        "seed quality rules run before any LLM call (Gopher/FineWeb heuristics, boilerplate, numeric "
+        "tables, near-duplicate seeds, languages); each can be switched off"))
+    language: str = Field("auto", description=(
+        "language the pairs are written in: auto (each seed's detected language) or an ISO 639-1 "
+        "code (always that language, e.g. en)"))
     formats: list[Literal["parquet", "jsonl"]] = Field(default_factory=list)
     code_extensions: list[str] = Field(
         default_factory=lambda: [".py", ".js", ".ts", ".java", ".go", ".rs", ".c", ".cpp", ".h",
                                  ".rb", ".sh", ".sql", ".kt", ".swift", ".cs", ".php", ".scala"]
     )
+
+    @field_validator("language")
+    @classmethod
+    def _language_code(cls, value: str) -> str:
+        return value if value == "auto" else check_code(value, "language")
 
     @model_validator(mode="after")
     def _per_skill_names(self) -> GenerateRecipe:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -15,11 +14,7 @@ import numpy as np
 from agentinstruct.generate.gates_config import DedupGate
 from rensa import RMinHash, RMinHashLSH
 
-_WORD = re.compile(r"\w+")
-
-
-def normalise(text: str) -> str:
-    return " ".join(_WORD.findall(text.lower()))
+from agentinstruct.text import normalise
 
 
 def shingles(norm: str, k: int) -> list[str]:
@@ -97,6 +92,10 @@ class Deduplicator:
             self.lsh.insert(self.count, m)
             self.count += 1
         return None
+
+    def seen(self, text: str) -> str | None:
+        """Reason if ``text`` duplicates an earlier text, else remember it (the seed filter's use)."""
+        return self._seen(normalise(text))
 
     def __call__(self, row: dict[str, Any]) -> tuple[str, str] | None:
         self.checked += 1

@@ -1,10 +1,14 @@
 """The generation engine: one async pipeline over a stream of seeds.
 
-Seeds are read lazily; at most ``seeds_in_flight`` seeds are being worked on, and inside
-them every flow step runs concurrently, bounded by the models' own limits, so a seed can be
-answering while another is transforming. Finished (seed, skill) units go to the journal at
+Seeds are read lazily and admitted by requests: a new seed starts while the models' demand
+(calls asked and not answered) is below their capacity (requests they serve at once), so the
+server sees its full concurrency whatever a seed's fan-out; ``seeds_in_flight``, when set, is
+an upper bound. Inside a seed every flow step runs concurrently, bounded by the models' own
+limits, so a seed can be answering while another is transforming. Finished (seed, skill) units go to the journal at
 once; LLM calls go to the call cache. A killed run started again with the same command
-continues where it stopped and yields the same records.
+continues where it stopped and yields the same records. A unit with a call that failed for
+good (outage, timeouts, after every retry) is not finished: it is listed in the summary, not
+journaled, and redone by the next run.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,23 +24,83 @@ from typing import Any, Protocol
 
 from agentinstruct.generate import export as ex
 from agentinstruct.generate.config import GenerateRecipe
-from agentinstruct.generate.flows import FlowContext, run_unit
-from agentinstruct.generate.ingest import IngestReport, hf_tokenizer_spans, iter_seeds, regex_tokenize
+from agentinstruct.generate.flows import FlowContext, UnitResult, run_unit
+from agentinstruct.generate.ingest import IngestReport, check_input, hf_tokenizer_spans, iter_seeds, regex_tokenize
 from agentinstruct.generate.journal import Journal, unit_id
+from agentinstruct.generate.rundir import check_output, discard_unused_run_dir, prepare_run_dir
 from agentinstruct.generate.skills import Skill, load_skill, select_skills
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from agentinstruct.cache import CachedChatModel, CallCache
-from agentinstruct.llm import ChatModel, LLMStats, create_model
+from agentinstruct.llm import ChatModel, LLMError, LLMStats, create_model
+from agentinstruct.llm.base import on_first_call, track_call_failures
 from agentinstruct.provenance import package_versions
 from agentinstruct.recipes import recipe_hash
 from agentinstruct.records import Record, Seed
+from agentinstruct.redact import redact_counts, redact_value
 
 STAGES = ("transform", "instruction", "suggest", "edit", "answer")
 # recipe fields that change where or how fast a run goes, not which records it makes
-RUN_ONLY_FIELDS = {"output", "input", "limit", "formats", "seeds_in_flight", "teacher", "judge"}
+RUN_ONLY_FIELDS = {"output", "input", "limit", "formats", "seeds_in_flight", "teacher", "judge",
+                   "max_failed_units"}
+
+
+# without ``seeds_in_flight``: seeds in flight at most this many per request slot of the teacher
+# (a seed waiting in a gate or the sandbox holds no slot), or this many for a model that
+# reports no capacity (the local backends batch what they are given)
+SEEDS_PER_SLOT = 2
+SEEDS_WITHOUT_CAPACITY = 4
+
+
+class Admission:
+    """When the engine may start another seed: while every model's demand (plus the admitted
+    seeds that have not made their first call yet) is below its capacity, and under the seed
+    bound. ``wait`` returns as soon as that holds again (a call or a seed ended)."""
+
+    def __init__(self, models: list[CachedChatModel], bound: int | None):
+        self.models = models
+        self.bound = bound
+        self.seeds = 0  # in flight
+        self.unstarted = 0  # admitted, first call not made yet
+        self._changed = asyncio.Event()
+        for m in models:
+            m.listeners.append(self._changed.set)
+
+    def seed_bound(self) -> int:
+        if self.bound is not None:
+            return self.bound
+        caps = [c for c in (m.capacity() for m in self.models) if c is not None]
+        return SEEDS_PER_SLOT * max(caps) if caps else SEEDS_WITHOUT_CAPACITY
+
+    def has_room(self) -> bool:
+        if self.seeds >= self.seed_bound():
+            return False
+        for m in self.models:
+            cap = m.capacity()
+            if cap is not None and m.demand + self.unstarted >= cap:
+                return False
+        return True
+
+    async def wait(self) -> None:
+        while not self.has_room():
+            self._changed.clear()
+            await self._changed.wait()
+
+    def admitted(self) -> None:
+        self.seeds += 1
+        self.unstarted += 1
+
+    def first_call(self) -> None:
+        self.unstarted -= 1
+        self._changed.set()
+
+    def finished(self, started: bool) -> None:
+        self.seeds -= 1
+        if not started:
+            self.unstarted -= 1
+        self._changed.set()
 
 
 class RecordGate(Protocol):
@@ -68,6 +131,25 @@ class RunSummary:
     wall_s: float
     resumed_units: int = 0
     gates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed_units: dict[str, str] = field(default_factory=dict)  # not journaled: redone next run
+    total_units: int = 0
+
+    def failure_reasons(self) -> Counter:
+        return Counter(self.failed_units.values())
+
+    def failure_report(self) -> dict[str, Any]:
+        return {"count": len(self.failed_units), "of": self.total_units,
+                "reasons": dict(self.failure_reasons().most_common(5)),
+                "units": list(self.failed_units)}
+
+    def incomplete(self, max_failed_share: float) -> str | None:
+        """The one-line error when failed units pass the recipe's share (or are all there was)."""
+        n, attempted = len(self.failed_units), self.total_units - self.resumed_units
+        if not n or (n < attempted and n / max(self.total_units, 1) <= max_failed_share):
+            return None
+        reason, k = self.failure_reasons().most_common(1)[0]
+        return (f"{n} of {self.total_units} units failed: top reason {reason} ({k}); "
+                "rerun the same command to retry them")
 
     def accepted(self, split: str) -> int:
         return self.counts.get(split, Counter())["accepted"]
@@ -80,6 +162,10 @@ class RunSummary:
         t.add_row("seeds", str(self.ingest.seeds))
         t.add_row("inputs skipped", ", ".join(f"{r}: {n}" for r, n in self.ingest.skipped.items()) or "0")
         t.add_row("units resumed from journal", str(self.resumed_units))
+        if self.failed_units:
+            t.add_row("[red]units failed[/] (redone on rerun)", f"{len(self.failed_units)} of {self.total_units}")
+            for reason, n in self.failure_reasons().most_common(3):
+                t.add_row(f"  failed: {reason}", str(n))
         for split, c in self.counts.items():
             if not split.startswith("_"):
                 t.add_row(f"[bold]{split}[/] accepted / rejected", f"{c['accepted']} / {c['rejected']}")
@@ -118,6 +204,7 @@ class GenerationRun:
         console: Console | None = None,
         show_progress: bool = True,
         overwrite: bool = False,
+        force: bool = False,
         restart_on_new_recipe: bool = False,
         record_gates: list[RecordGate] | None = None,
         row_gates: list[RowGate] | None = None,
@@ -134,13 +221,21 @@ class GenerationRun:
             "judge": recipe.judge.identity() if recipe.judge else None,
             "skills": [s.model_dump(mode="json") for s in self.skills],
         })
-        if overwrite and self.out.exists():
-            shutil.rmtree(self.out)
+        # refuse a bad output folder now, before any model loads; delete only one of ours
+        check_input(recipe.input)
+        check_output(self.out, recipe.input, overwrite=overwrite, force=force)
+        if record_gates is None:  # say which sandbox isolation is in use; refuse none unless opted in
+            from agentinstruct.generate.verify import open_sandbox
+
+            open_sandbox(recipe.gates.tools, log=self.console.print)
+        self.overwrite = overwrite
         # keep the call cache but start a new journal when the recipe changed (the pipeline)
         self.journal_mode = "archive" if restart_on_new_recipe else "error"
         self.record_gates = record_gates  # None: the gates the recipe switches on
         self.row_gates = row_gates
         self.extra_manifest = extra_manifest or {}
+        self.failed_units: dict[str, str] = {}  # unit id -> why its calls failed (this run)
+        self.total_units = 0
 
     def _tokenizer(self, teacher: ChatModel):
         inner = getattr(teacher, "inner", teacher)
@@ -163,32 +258,54 @@ class GenerationRun:
             progress.advance(bars[stage], n)
 
         ctx = FlowContext(self.recipe, self.hash, teacher, judge, on_stage)
+        scorer = judge
         if self.record_gates is None:
             from agentinstruct.generate.gates import record_gates
 
-            scorer = judge
             if self.recipe.gates.judge_score.enabled and self.recipe.gates.judge_score.judge:
                 scorer = CachedChatModel(create_model(self.recipe.gates.judge_score.judge), cache)
             self.record_gates = record_gates(self.recipe.gates, teacher, judge, self.skills, scorer)
-        sem = asyncio.Semaphore(self.recipe.seeds_in_flight)
+        models = list({id(m): m for m in (teacher, judge, scorer)}.values())
+        admission = Admission(models, self.recipe.seeds_in_flight)
         tasks: set[asyncio.Task] = set()
         failure: list[BaseException] = []
         resumed = 0
 
+        async def unit(seed: Seed, skill: Skill, i: int) -> UnitResult:
+            res = await run_unit(ctx, seed, skill, i)
+            with track_call_failures() as failed_calls:  # the gates' LLM calls count too
+                await self._apply_gates(res, seed)
+            res.failed_calls.extend(failed_calls)
+            return res
+
         async def process(seed: Seed, units: list[tuple[int, Skill]]) -> None:
+            started = False
+
+            def first_call() -> None:
+                nonlocal started
+                started = True
+                admission.first_call()
+
             try:
-                results = await asyncio.gather(*(run_unit(ctx, seed, skill, i) for i, skill in units))
+                with on_first_call(first_call):
+                    results = await asyncio.gather(*(unit(seed, skill, i) for i, skill in units))
                 for (_, skill), res in zip(units, results):
-                    await self._apply_gates(res, seed)
+                    if not res.complete:
+                        # a failed call is not a finished unit: not journaled, so the next run
+                        # redoes it (its successful calls answered from the cache)
+                        self.failed_units[unit_id(seed.id, skill.name)] = failure_reason(res.failed_calls[0])
+                        continue
                     rows = [{"key": k, "split": ex.REJECTED if r.reject_reason else skill.split,
                              "row": r.to_row()} for k, r in res.records]
-                    journal.append(unit_id(seed.id, skill.name), rows, dict(res.stages))
+                    # defence in depth: no secret of this environment reaches the journal (and so
+                    # no split, manifest, card or Hub push), whatever a model, gate or sandbox produced
+                    journal.append(unit_id(seed.id, skill.name), redact_value(rows), redact_counts(res.stages))
                     progress.advance(bars["accepted"], res.stages["accepted"])
                 progress.advance(bars["seeds"])
             except BaseException as exc:  # noqa: BLE001 - surfaced after the loop
                 failure.append(exc)
             finally:
-                sem.release()
+                admission.finished(started)
 
         seeds = iter_seeds(
             self.recipe.input, tokenize=self._tokenizer(teacher), max_tokens=self.recipe.chunking.max_tokens,
@@ -202,12 +319,14 @@ class GenerationRun:
                     units = [(i, s) for i, s in enumerate(self.skills) if seed.kind in s.seed_kinds]
                     todo = [(i, s) for i, s in units if unit_id(seed.id, s.name) not in done]
                     resumed += len(units) - len(todo)
+                    self.total_units += len(units)
                     if not todo:
                         progress.advance(bars["seeds"])
                         continue
-                    await sem.acquire()
+                    await admission.wait()
                     if failure:
                         break
+                    admission.admitted()
                     task = asyncio.create_task(process(seed, todo))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -215,6 +334,7 @@ class GenerationRun:
                     await asyncio.gather(*tasks)
         finally:
             journal.close()
+            cache.close()
             await teacher.aclose()
             if judge is not teacher:
                 await judge.aclose()
@@ -238,8 +358,16 @@ class GenerationRun:
 
     def run(self, push_to_hub: str | None = None) -> RunSummary:
         start = time.monotonic()
-        self.out.mkdir(parents=True, exist_ok=True)
-        report, resumed, models = asyncio.run(self._run())
+        fresh = self.overwrite or not self.out.exists()
+        prepare_run_dir(self.out, overwrite=self.overwrite)
+        self.overwrite = False  # a second run() resumes
+        self.failed_units, self.total_units = {}, 0
+        try:
+            report, resumed, models = asyncio.run(self._run())
+        except Exception:
+            if fresh:
+                discard_unused_run_dir(self.out)
+            raise
         journal = Journal(self.out / "records.jsonl", self.hash)
         stages = Counter()
         for _, line in journal.lines():
@@ -257,7 +385,9 @@ class GenerationRun:
         decon = next((g.card_section() for g in self.row_gates if hasattr(g, "card_section")), None)
         dd = ex.build_dataset(staging, self.out / ".hf_cache")
         summary = RunSummary(self.out, report, counts, stages, merged_stats(*models),
-                             time.monotonic() - start, resumed, gates)
+                             time.monotonic() - start, resumed, gates,
+                             failed_units=dict(sorted(self.failed_units.items())),
+                             total_units=self.total_units)
         manifest = {
             "recipe": self.recipe.model_dump(mode="json"),
             "recipe_hash": self.hash,
@@ -273,15 +403,38 @@ class GenerationRun:
             "gates": gates,
             "decontamination": decon,
             "wall_s": round(summary.wall_s, 2),
+            "failed_units": summary.failure_report(),
             **self.extra_manifest,
         }
-        ex.write_outputs(dd, self.out, staging, self.recipe.formats)
         card = ex.dataset_card(manifest, counts)
-        (self.out / "dataset" / "README.md").write_text(card, encoding="utf-8")
-        (self.out / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        # manifest.json describes dataset/: it goes before the swap and is written last, so a
+        # run killed during export never leaves a manifest next to a dataset it does not describe
+        (self.out / "manifest.json").unlink(missing_ok=True)
+        ex.write_outputs(dd, self.out, staging, self.recipe.formats, card)
+        ex.write_text_atomic(self.out / "manifest.json", json.dumps(manifest, indent=2))
+        # what was made is exported first, so nothing is lost; then a run with too many
+        # failed units says so (exit non-zero) instead of passing for a finished one
+        message = summary.incomplete(self.recipe.max_failed_units)
+        if message:
+            raise UnitsFailed(message, summary)
         if push_to_hub:
             ex.push_to_hub(dd, push_to_hub, card)
         return summary
+
+
+class UnitsFailed(RuntimeError):
+    """Too many units had calls that failed for good; the outputs hold what was made."""
+
+    def __init__(self, message: str, summary: RunSummary):
+        super().__init__(message)
+        self.summary = summary
+
+
+def failure_reason(exc: LLMError) -> str:
+    """The cause of a failed call without the model/URL/attempts prefix, for counting."""
+    text = str(exc)
+    _, sep, tail = text.partition("attempt(s): ")
+    return (tail if sep else text)[:160]
 
 
 def gate_report(stages: Counter) -> dict[str, dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -27,6 +28,10 @@ FEATURES = datasets.Features({
     "refinement_round": datasets.Value("int32"),
     "teacher_model": datasets.Value("string"),
     "recipe_hash": datasets.Value("string"),
+    "language": datasets.Value("string"),
+    "question_method": datasets.Value("string"),
+    "answer_span": datasets.Value("string"),
+    "source_sentence": datasets.Value("string"),
     "reject_reason": datasets.Value("string"),
     "reject_gate": datasets.Value("string"),
     "judge_score": datasets.Value("float32"),
@@ -75,6 +80,7 @@ def write_split_files(journal: Journal, staging: Path, splits: list[str],
             else:
                 counts[split]["accepted"] += 1
                 counts[f"_types:{split}"][row["instruction_type"]] += 1
+                counts["_languages"][row.get("language", "en")] += 1
             if split not in handles:  # a skill not in this run's list (should not happen)
                 handles[split] = open(staging / f"{split}.jsonl", "w", encoding="utf-8")
             handles[split].write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -101,22 +107,45 @@ def build_dataset(staging: Path, cache_dir: Path) -> datasets.DatasetDict:
     return datasets.DatasetDict(splits)
 
 
-def write_outputs(dd: datasets.DatasetDict, out: Path, staging: Path, formats: list[str]) -> None:
-    target = out / "dataset"
-    tmp = out / "dataset.tmp"
+def write_outputs(dd: datasets.DatasetDict, out: Path, staging: Path, formats: list[str],
+                  card: str | None = None) -> None:
+    """Write ``dataset/`` (with its ``README.md`` card) and the extra formats.
+
+    Every file appears by a rename, so a run killed at any point leaves each output either
+    absent or complete, never half written: ``dataset/`` is saved to ``dataset.tmp`` and
+    swapped in (the old one, if any, is set aside first), parquet/jsonl files go through a
+    ``.tmp`` name. The rerun rebuilds them from the journal.
+    """
+    target, tmp, old = out / "dataset", out / "dataset.tmp", out / "dataset.old"
     shutil.rmtree(tmp, ignore_errors=True)
     # an empty split saved with 0 shards cannot be read back by datasets: give it one
     dd.save_to_disk(str(tmp), num_shards={name: 1 for name, ds in dd.items() if len(ds) == 0})
-    shutil.rmtree(target, ignore_errors=True)
+    if card is not None:
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
     tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
     if "parquet" in formats:
         (out / "parquet").mkdir(exist_ok=True)
         for name, ds in dd.items():
-            ds.to_parquet(str(out / "parquet" / f"{name}.parquet"))
+            part = out / "parquet" / f"{name}.parquet.tmp"
+            ds.to_parquet(str(part))
+            os.replace(part, part.with_suffix(""))
     if "jsonl" in formats:
         (out / "jsonl").mkdir(exist_ok=True)
         for path in staging.glob("*.jsonl"):
-            shutil.copy(path, out / "jsonl" / path.name)
+            part = out / "jsonl" / f"{path.name}.tmp"
+            shutil.copy(path, part)
+            os.replace(part, part.with_suffix(""))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary name and rename: a kill leaves the old file or the new one."""
+    part = path.with_name(f"{path.name}.tmp")
+    part.write_text(text, encoding="utf-8")
+    os.replace(part, path)
 
 
 def dataset_card(manifest: dict[str, Any], counts: dict[str, Counter]) -> str:
@@ -132,8 +161,10 @@ def dataset_card(manifest: dict[str, Any], counts: dict[str, Counter]) -> str:
     ]
     for name in manifest["splits"]:
         lines += [f"  - split: {name}", f"    path: data/{name}-*"]
+    version = (manifest.get("versions") or {}).get("agentinstruct", "unknown version")
     lines += ["---", "", "# AgentInstruct synthetic dataset", "",
-              "Generated with [agentinstruct](https://github.com/) (Generative Teaching, "
+              f"Generated with the agentinstruct toolkit, version {version} (its README.md describes the "
+              "stages and recipes). Method: Generative Teaching ("
               "AgentInstruct arXiv 2407.03502): content transformation, seed instruction "
               "generation and Suggester-Editor refinement flows, answered by the teacher and "
               "filtered by validation gates.", "",
@@ -145,11 +176,18 @@ def dataset_card(manifest: dict[str, Any], counts: dict[str, Counter]) -> str:
               "## Counts", "", "| split | accepted | rejected |", "|---|---|---|"]
     for s in splits:
         lines.append(f"| {s} | {counts[s]['accepted']} | {counts[s]['rejected']} |")
+    languages = counts.get("_languages", Counter())
+    if languages:
+        lines += ["", "Accepted rows by language: " + ", ".join(f"{c} ({n})" for c, n in languages.most_common())]
     lines += ["", "### Instruction types", ""]
     for s in splits:
         types = counts.get(f"_types:{s}", Counter())
         if types:
             lines.append(f"- **{s}**: " + ", ".join(f"{t} ({n})" for t, n in types.most_common()))
+    if manifest.get("seed_filter"):  # seeds removed before generation, per rule, with examples
+        from agentinstruct.generate.seed_filter import card_lines as seed_filter_lines
+
+        lines += seed_filter_lines(manifest["seed_filter"])
     gates = manifest.get("gates") or {}
     lines += ["", "## Quality gates", ""]
     if gates:
@@ -162,14 +200,18 @@ def dataset_card(manifest: dict[str, Any], counts: dict[str, Counter]) -> str:
         lines += ["", "Rejections by reason:", ""]
         lines += [f"- {r}: {n}" for r, n in reasons.most_common(10)]
     decon = manifest.get("decontamination")
-    if decon:
-        lines += ["", "## Decontamination", "",
-                  f"- n-gram size: {decon['n']}",
-                  f"- benchmarks checked: {', '.join(decon['benchmarks']) or 'none'}",
-                  "- removed per benchmark: " + (", ".join(f"{b}: {n}" for b, n in decon["removed"].items()) or "none")]
+    if decon:  # one row per evaluation set: checked or not, items, removals
+        from agentinstruct.generate.decontam import card_lines
+
+        lines += card_lines(decon)
     lines += ["", "## Schema", "",
               "- `messages`: list of `{role, content}` (chat format; loads directly in TRL's `SFTTrainer`)"]
     lines += [f"- `{c}`: provenance" for c in PROVENANCE_COLUMNS]
+    lines += ["- `language`: ISO 639-1 code of the language the pair is written in (the recipe's `language`, "
+              "or the seed's detected language with `auto`)"]
+    lines += ["- `question_method`: `llm` (the teacher wrote the task) or `rule` (built around an answer "
+              "span by the answer_first method); `answer_span` and `source_sentence`: for `rule` rows, "
+              "the span the question asks for and the sentence it comes from (empty otherwise)"]
     lines += ["- `reject_gate`, `reject_reason`: why a row is in `rejected` (empty otherwise)",
               "- `instruction`: the task alone (the user turn adds its passage or API context)",
               "- `judge_score`, `judge_rationale`: LLM judge score 1-10 (-1 when not judged) and its reason", ""]

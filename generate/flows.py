@@ -23,6 +23,7 @@ from agentinstruct.generate.questions import Question, questions_for_text, split
 from agentinstruct.generate.skills import Agent, InstructionType, Skill, render
 
 from agentinstruct.llm import ChatModel, LLMError, chat_structured, conversation
+from agentinstruct.llm.base import track_call_failures
 from agentinstruct.records import Message, Record, Seed
 
 TASK_SCHEMA = {
@@ -45,10 +46,19 @@ def suggestions_schema(n: int) -> dict:
 
 @dataclass
 class UnitResult:
-    """Everything one (seed, skill) unit produced: records keyed for a stable order."""
+    """Everything one (seed, skill) unit produced: records keyed for a stable order.
+
+    ``failed_calls``: calls that failed for good (outage, timeouts, 5xx after every retry). A
+    unit with any is incomplete, whatever rows it made: it is not journaled but redone on the
+    next run (a reply that arrived and broke the schema or a check is a real rejection)."""
 
     records: list[tuple[str, Record]] = field(default_factory=list)
     stages: Counter = field(default_factory=Counter)
+    failed_calls: list[LLMError] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed_calls
 
 
 @dataclass
@@ -87,21 +97,28 @@ class UnitFlow:
         return ":".join([f"{self.seed.order:09d}", f"{self.skill_index:02d}"] + [f"{p:03d}" for p in parts])
 
     def _record(self, messages: list[dict], agent: str, itype: str, rnd: int, *,
-                reject: tuple[str, str] | None = None, task: str = "") -> Record:
+                reject: tuple[str, str] | None = None, task: str = "",
+                question: Question | None = None) -> Record:
+        """One record; ``question`` is the rule-built question (answer_first) the task came from,
+        recorded with its answer span and sentence so rule rows can be told from teacher ones."""
         return Record(
             messages=[Message(**m) for m in messages], instruction=task,
             seed_id=self.seed.id, source=self.seed.source, skill=self.skill.split,
             instruction_type=itype, transformation=agent, refinement_round=rnd,
             teacher_model=self.ctx.teacher.name, recipe_hash=self.ctx.recipe_hash,
+            question_method="rule" if question else "llm",
+            answer_span=question.target if question else "",
+            source_sentence=question.sentence if question else "",
             reject_gate=reject[0] if reject else None, reject_reason=reject[1] if reject else None,
         )
 
     def _reject(self, key: str, gate: str, reason: str, user: str, agent: str, itype: str = "",
-                rnd: int = 0, answer: str | None = None) -> None:
+                rnd: int = 0, answer: str | None = None, question: Question | None = None) -> None:
         msgs = [{"role": "user", "content": user}]
         if answer is not None:
             msgs.append({"role": "assistant", "content": answer})
-        self.result.records.append((key, self._record(msgs, agent, itype, rnd, reject=(gate, reason))))
+        self.result.records.append((key, self._record(msgs, agent, itype, rnd, reject=(gate, reason),
+                                                      question=question)))
         self.result.stages[f"rejected:{gate}"] += 1
 
     async def run(self) -> UnitResult:
@@ -197,7 +214,7 @@ class UnitFlow:
                                     suggestions_schema(self.p["suggestions"]), self.mt.suggest)
             if not sres.ok:
                 self._reject(self._key(ai, ti, 900 + rnd), "refinement", f"suggester: {sres.error}",
-                             sprompt, agent.name, itype.name, rnd, answer=sres.raw)
+                             sprompt, agent.name, itype.name, rnd, answer=sres.raw, question=question)
                 break
             edits = await asyncio.gather(*(
                 self._json("edit", ref.editor_system,
@@ -208,7 +225,8 @@ class UnitFlow:
             for si, e in enumerate(edits):
                 if not e.ok:
                     self._reject(self._key(ai, ti, 900 + rnd * 10 + si), "refinement",
-                                 f"editor: {e.error}", current, agent.name, itype.name, rnd, answer=e.raw)
+                                 f"editor: {e.error}", current, agent.name, itype.name, rnd, answer=e.raw,
+                                 question=question)
             if not new:
                 break
             versions.extend(new)
@@ -218,14 +236,14 @@ class UnitFlow:
             kept = [(vi, v) for vi, v in enumerate(versions) if v[1] == last]
         else:
             kept = list(enumerate(versions))
-        target = question.target if question else None
-        await asyncio.gather(*(self._answer(ai, ti, vi, agent, text, itype, *v, target=target)
+        await asyncio.gather(*(self._answer(ai, ti, vi, agent, text, itype, *v, question=question)
                                for vi, v in kept))
 
     async def _answer(self, ai: int, ti: int, vi: int, agent: Agent, text: str,
                       itype: InstructionType, task: str, rnd: int, previous: str | None,
-                      target: str | None = None) -> None:
+                      question: Question | None = None) -> None:
         key = self._key(ai, ti, vi)
+        target = question.target if question else None
         policy = self.skill.answer
         user = render(self.skill.instruction.user_template, text=text, task=task)
         system = policy.system
@@ -243,7 +261,7 @@ class UnitFlow:
             self.ctx.on_stage("answer")
             if not res.ok:
                 self._reject(key, "format", f"answer: {res.error}", user, agent.name, itype.name, rnd,
-                             answer=res.raw)
+                             answer=res.raw, question=question)
                 return
             answer, finish = json.dumps(res.value, ensure_ascii=False), res.finish_reason
         else:
@@ -251,7 +269,8 @@ class UnitFlow:
                 answer, finish = await self._text("answer", system, seen, self.mt.answer,
                                                   self.ctx.recipe.answer_temperature)
             except LLMError as exc:
-                self._reject(key, "answer", f"call failed: {exc}", user, agent.name, itype.name, rnd)
+                self._reject(key, "answer", f"call failed: {exc}", user, agent.name, itype.name, rnd,
+                             question=question)
                 return
         cand = Candidate(self.skill, text, self.seed.text, task, previous, itype.name, answer, finish,
                          target)
@@ -259,10 +278,14 @@ class UnitFlow:
         messages = ([{"role": "system", "content": policy.system}]
                     if policy.include_system_in_messages and policy.system else [])
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-        record = self._record(messages, agent.name, itype.name, rnd, reject=failed, task=task)
+        record = self._record(messages, agent.name, itype.name, rnd, reject=failed, task=task,
+                              question=question)
         self.result.records.append((key, record))
         self.result.stages["rejected:" + failed[0] if failed else "accepted"] += 1
 
 
 async def run_unit(ctx: FlowContext, seed: Seed, skill: Skill, skill_index: int) -> UnitResult:
-    return await UnitFlow(ctx, seed, skill, skill_index).run()
+    with track_call_failures() as failed:  # every call of the unit, its checks included
+        result = await UnitFlow(ctx, seed, skill, skill_index).run()
+    result.failed_calls.extend(failed)
+    return result

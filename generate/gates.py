@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from agentinstruct.generate.gates_config import Gates
 from agentinstruct.generate.skills import Skill
+from agentinstruct.generate.validators import RecordGate, ValidatorContext, recipe_gates
 
 from agentinstruct.llm import ChatModel
 
+if TYPE_CHECKING:
+    from agentinstruct.generate.config import GenerateRecipe
+
 
 def record_gates(cfg: Gates, teacher: ChatModel, judge: ChatModel, skills: list[Skill],
-                 scorer: ChatModel | None = None) -> list:
-    """Per-record gates, cheapest first; they run inside each unit, so resume covers them."""
-    from agentinstruct.generate import verify
-
-    by_split = {s.split: s for s in skills}
-    gates: list = []
-    if cfg.tools.enabled:
-        gates.append(verify.ToolCheck(cfg.tools, by_split))
-    if cfg.grounding.enabled:
-        gates.append(verify.GroundingCheck(cfg.grounding, judge, by_split))
-    if cfg.rederive.enabled:
-        gates.append(verify.RederivationCheck(cfg.rederive, teacher, judge, by_split))
-    if cfg.judge_score.enabled:
-        gates.append(verify.JudgeScore(cfg.judge_score, scorer or judge))
-    return gates
+                 scorer: ChatModel | None = None, recipe: GenerateRecipe | None = None) -> list[RecordGate]:
+    """Per-record gates, cheapest first; they run inside each unit, so resume covers them. The
+    recipe's ``gates`` (``cfg``) names them; ``recipe``, when given, is what validators see."""
+    ctx = ValidatorContext(recipe=recipe, teacher=teacher, judge=judge, scorer=scorer or judge,
+                           skills={s.name: s for s in skills}, gate_settings=cfg)
+    return [RecordGate(v, ctx) for v in recipe_gates(recipe, ctx)]
 
 
 def row_gates(cfg: Gates) -> list:

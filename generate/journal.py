@@ -2,13 +2,16 @@
 
 A line is written with one ``write`` and flushed, so a SIGKILL leaves at most one partial last
 line, which the next run drops. Finished units are skipped on resume; unfinished ones are
-redone, their LLM calls answered from the call cache.
+redone, their LLM calls answered from the call cache. The ``fsync`` that makes lines survive a
+power cut runs in a background thread, one at a time, covering every line written before it
+began (group commit), so the event loop never waits on the disk; ``close`` waits for it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,10 @@ class Journal:
         self.recipe_hash = recipe_hash
         self.on_other_recipe = on_other_recipe  # "error", or "archive": move it aside, start anew
         self._fh = None
+        self._sync_lock = threading.Lock()
+        self._dirty = False  # lines written since the last fsync began
+        self._syncer: threading.Thread | None = None
+        self.fsyncs = 0
 
     def done_units(self) -> set[str]:
         """Units already finished; truncates a partial last line left by a crash."""
@@ -67,7 +74,33 @@ class Journal:
                            "stages": stages}, ensure_ascii=False)
         self._fh.write(line + "\n")
         self._fh.flush()
-        os.fsync(self._fh.fileno())
+        self._sync_soon()
+
+    def _sync_soon(self) -> None:
+        with self._sync_lock:
+            self._dirty = True
+            if self._syncer is None:
+                self._syncer = threading.Thread(target=self._sync_loop, args=(self._fh.fileno(),),
+                                                daemon=True, name="journal-fsync")
+                self._syncer.start()
+
+    def _sync_loop(self, fd: int) -> None:
+        while True:
+            with self._sync_lock:
+                if not self._dirty:
+                    self._syncer = None
+                    return
+                self._dirty = False
+            os.fsync(fd)
+            self.fsyncs += 1
+
+    def _wait_synced(self) -> None:
+        while True:
+            with self._sync_lock:
+                syncer = self._syncer
+            if syncer is None:
+                return
+            syncer.join()
 
     def lines(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """(byte offset, parsed line) for every complete line."""
@@ -87,5 +120,6 @@ class Journal:
 
     def close(self) -> None:
         if self._fh is not None:
+            self._wait_synced()
             self._fh.close()
             self._fh = None

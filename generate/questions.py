@@ -22,7 +22,7 @@ where the teacher's answer must contain the target span and pass the grounding g
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from lemminflect import getAllLemmas, getInflection
@@ -73,6 +73,7 @@ class Question:
     target: str
     clause: str
     form: str  # "fronted" | "in_situ"
+    sentence: str = ""  # the sentence of the text the clause is from (set by questions_for_text)
 
 
 @dataclass(frozen=True)
@@ -352,8 +353,8 @@ def questions_for_text(text: str, topic: str | None = None, max_targets: int = 3
 def _questions_for_text(text: str, topic: str | None, max_targets: int) -> tuple[Question, ...]:
     if topic is None:
         topic = topic_of(text)
-    return tuple(q for sentence in _sentences(text) for clause in clauses(sentence, topic)
-                 for q in questions_for_clause(clause, max_targets))
+    return tuple(replace(q, sentence=sentence) for sentence in _sentences(text)
+                 for clause in clauses(sentence, topic) for q in questions_for_clause(clause, max_targets))
 
 
 def split_sentences(text: str) -> list[str]:

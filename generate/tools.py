@@ -7,10 +7,8 @@ import ast
 import json
 import operator
 import re
-import resource
-import subprocess
-import sys
-import tempfile
+
+from agentinstruct.sandbox import Sandbox, SandboxResult
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
         ast.Pow: operator.pow, ast.USub: operator.neg, ast.UAdd: operator.pos}
@@ -53,47 +51,117 @@ def check_arithmetic(text: str) -> str | None:
     return None
 
 
-def _limits(memory_mb: int, cpu_s: int):
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 2**20, memory_mb * 2**20))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
-        resource.setrlimit(resource.RLIMIT_NPROC, (64, 64))
-
-    return apply
+def run_sandboxed(code: str, timeout_s: float = 5.0, memory_mb: int = 512,
+                  sandbox: Sandbox | None = None) -> SandboxResult:
+    """Run Python in the sandbox (default: the best isolation this machine offers)."""
+    return (sandbox or Sandbox()).run(code, timeout_s, memory_mb)
 
 
-def run_sandboxed(code: str, timeout_s: float = 5.0, memory_mb: int = 512) -> tuple[bool, str]:
-    """Run Python in an isolated interpreter (-I), empty temp cwd, no stdin, CPU/memory limits."""
-    with tempfile.TemporaryDirectory() as cwd:
-        try:
-            proc = subprocess.run([sys.executable, "-I", "-c", code], cwd=cwd, stdin=subprocess.DEVNULL,
-                                  capture_output=True, text=True, timeout=timeout_s,
-                                  preexec_fn=_limits(memory_mb, max(1, int(timeout_s))),
-                                  env={"PATH": "/usr/bin:/bin"})
-        except subprocess.TimeoutExpired:
-            return False, "timed out"
-    if proc.returncode in (-9, -24):  # SIGKILL / SIGXCPU from the CPU-time limit
-        return False, "timed out"
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-        return False, last[:200]
-    return True, ""
-
-
-def check_code(text: str, timeout_s: float) -> str | None:
+def check_code(text: str, timeout_s: float, sandbox: Sandbox | None = None, memory_mb: int = 512) -> str | None:
+    """The first Python block of ``text`` that fails in the sandbox, as a (redacted) reason."""
     for block in CODE_BLOCK.findall(text):
-        ok, err = run_sandboxed(block, timeout_s)
-        if not ok:
-            return f"sandbox: code fails: {err}"
+        res = run_sandboxed(block, timeout_s, memory_mb, sandbox)
+        if not res.ok:
+            return f"sandbox: code fails: {res.reason}"
     return None
 
 
 NO_CALL_TYPES = {"needed_api_absent", "missing_parameters"}
+# a signature as the tool_use skill writes it: get_forecast(city: str, days: int = 3)
+_SIGNATURE = re.compile(r"(?<![\w.])([A-Za-z_][A-Za-z0-9_]*)\(([^()]*)\)")
+
+
+def _json_values(text: str) -> list[object]:
+    """Every top-level JSON object or array embedded in ``text``."""
+    decoder, values, i = json.JSONDecoder(), [], 0
+    while i < len(text):
+        if text[i] in "[{":
+            try:
+                value, end = decoder.raw_decode(text, i)
+            except json.JSONDecodeError:
+                i += 1
+                continue
+            values.append(value)
+            i = end
+        else:
+            i += 1
+    return values
+
+
+def _spec_parameters(parameters: object) -> set[str]:
+    """Parameter names of one function spec: a JSON Schema object, a name->spec map, or a list."""
+    if isinstance(parameters, dict):
+        if "properties" in parameters or parameters.get("type") == "object":
+            props = parameters.get("properties")
+            return set(props) if isinstance(props, dict) else set()
+        return set(parameters)
+    if isinstance(parameters, list):
+        return {p["name"] if isinstance(p, dict) else p for p in parameters
+                if isinstance(p, str) or (isinstance(p, dict) and isinstance(p.get("name"), str))}
+    return set()
+
+
+def _collect_specs(value: object, apis: dict[str, set[str]]) -> None:
+    if isinstance(value, list):
+        for item in value:
+            _collect_specs(item, apis)
+    elif isinstance(value, dict):
+        if isinstance(value.get("function"), dict):  # {"type": "function", "function": {...}}
+            _collect_specs(value["function"], apis)
+        elif isinstance(value.get("name"), str) and ("parameters" in value or "description" in value):
+            apis.setdefault(value["name"], set()).update(_spec_parameters(value.get("parameters")))
+        else:  # {"functions": [...]}, {"tools": [...]}
+            for sub in value.values():
+                if isinstance(sub, (list, dict)):
+                    _collect_specs(sub, apis)
+
+
+def _signature_parameters(params: str) -> set[str] | None:
+    """Parameter names of ``name(params)``, or None when ``params`` is not a parameter list."""
+    try:
+        tree = ast.parse(f"def _f({params}): pass")
+    except SyntaxError:
+        return None
+    args = tree.body[0].args
+    names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+    return {n for n in names if n not in ("self", "cls")}
+
+
+def parse_api_list(api_text: str) -> dict[str, set[str]]:
+    """The APIs a task offers, as {function name: parameter names}: JSON function specs
+    (OpenAI function/tool format, a list or under a key), else signatures ``name(a: int, b=1)``.
+    Only these count as APIs: other words of the text (the template's own ``name``,
+    ``arguments``, the prose) do not."""
+    apis: dict[str, set[str]] = {}
+    for value in _json_values(api_text):
+        _collect_specs(value, apis)
+    if apis:
+        return apis
+    for m in _SIGNATURE.finditer(api_text):
+        params = _signature_parameters(m.group(2))
+        if params is not None:
+            apis.setdefault(m.group(1), set()).update(params)
+    return apis
+
+
+def _call_arguments(call: dict) -> dict | None:
+    """A call's arguments as an object: a JSON object written as a string (the skill's schema,
+    as in OpenAI function calling), or an object; None when they are neither."""
+    args = call.get("arguments")
+    if args is None or args == "":
+        return {}
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            return None
+    return args if isinstance(args, dict) else None
 
 
 def check_tool_calls(answer: str, api_text: str, instruction_type: str) -> str | None:
-    """Calls must name functions and parameters that the API description mentions; tasks built
-    to be impossible (API absent, parameter missing) must make no call."""
+    """Calls must name functions, and parameters of them, from the API list the task gave
+    (parsed by ``parse_api_list``); tasks built to be impossible (API absent, parameter
+    missing) must make no call."""
     try:
         value = json.loads(answer)
     except json.JSONDecodeError:
@@ -103,12 +171,19 @@ def check_tool_calls(answer: str, api_text: str, instruction_type: str) -> str |
         return "tool calls: no 'calls' list"
     if instruction_type in NO_CALL_TYPES and calls:
         return f"tool calls: a {instruction_type} task must make no call"
-    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", api_text))
+    if not calls:
+        return None
+    apis = parse_api_list(api_text)
+    if not apis:
+        return "tool calls: the task gives no API list that can be parsed"
     for call in calls:
         name = call.get("name") if isinstance(call, dict) else None
-        if not name or name not in words:
+        if not isinstance(name, str) or name not in apis:
             return f"tool calls: unknown function {name!r}"
-        for arg in (call.get("arguments") or {}):
-            if arg not in words:
+        args = _call_arguments(call)
+        if args is None:
+            return f"tool calls: {name} arguments are not a JSON object"
+        for arg in args:
+            if arg not in apis[name]:
                 return f"tool calls: {name} has no parameter {arg!r}"
     return None

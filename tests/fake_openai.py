@@ -4,62 +4,33 @@
   ("ok", None) reply via the responder; ("status", (code, retry_after)) an error status;
   ("sleep", seconds) hang before replying; ("malformed", None) a 200 with a broken body.
 The default responder answers deterministically from the request, returning schema-valid JSON
-when the request carries a json_schema response_format.
+when the request carries a json_schema response_format. A responder may also return a whole
+assistant message with ``tool_calls`` (``tool_calling_responder`` scripts native tool calls). For faults at rates, latency, limits
+and outages, use :class:`agentinstruct.testing.FaultServer` (an asyncio server).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-
-def _words(seed: str, n: int) -> str:
-    vocab = ["river", "stone", "bakery", "lantern", "moth", "oak", "harbour", "kiln", "glass",
-             "eel", "storm", "bread", "valley", "survey", "council", "timber"]
-    h = hashlib.sha256(seed.encode()).digest()
-    return " ".join(vocab[b % len(vocab)] for b in h[:n])
-
-
-def value_for_schema(schema: dict[str, Any], seed: str) -> Any:
-    """A deterministic value that validates against a (simple) JSON schema."""
-    if "enum" in schema:
-        return schema["enum"][int(hashlib.sha256(seed.encode()).hexdigest(), 16) % len(schema["enum"])]
-    kind = schema.get("type")
-    if kind == "object":
-        return {k: value_for_schema(v, seed + k) for k, v in schema.get("properties", {}).items()}
-    if kind == "array":
-        n = max(schema.get("minItems", 2), 1)
-        n = min(n, schema.get("maxItems", n))
-        return [value_for_schema(schema.get("items", {"type": "string"}), f"{seed}{i}") for i in range(n)]
-    if kind == "boolean":
-        return True
-    if kind == "integer":
-        return max(schema.get("minimum", 7), min(schema.get("maximum", 7), 7))
-    if kind == "number":
-        return 7.0
-    return _words(seed, 6).capitalize() + "?"
-
-
-def default_responder(body: dict[str, Any]) -> str:
-    seed = json.dumps(body["messages"], sort_keys=True)
-    fmt = body.get("response_format") or {}
-    schema = (fmt.get("json_schema") or {}).get("schema") or fmt.get("schema") or {}
-    if "calls" in schema.get("properties", {}):  # tool use: a valid "no call" reply
-        return json.dumps({"calls": [], "reason": "Which city do you mean? " + _words(seed, 3)})
-    if fmt.get("type") == "json_schema":
-        return json.dumps(value_for_schema(fmt["json_schema"]["schema"], seed))
-    if fmt.get("type") == "json_object" and "schema" in fmt:  # llama.cpp server style
-        return json.dumps(value_for_schema(fmt["schema"], seed))
-    return "Answer: " + _words(seed, 12) + "."
+# the scripted content lives in the package, shared with the fault-injecting server
+from agentinstruct.testing.fault_server import (  # noqa: F401
+    Responder,
+    default_responder,
+    reply_message,
+    reply_text,
+    tool_call_reply,
+    tool_calling_responder,
+    value_for_schema,
+)
 
 
 class FakeOpenAIServer:
-    def __init__(self, responder: Callable[[dict[str, Any]], str] = default_responder, delay: float = 0.0):
+    def __init__(self, responder: Responder = default_responder, delay: float = 0.0):
         self.responder = responder
         self.delay = delay
         self.script: list[tuple[str, Any]] = []
@@ -97,14 +68,15 @@ class FakeOpenAIServer:
                     self.send_response(200)
                     self._send(b'{"id": "x", "choices": [ {"mess')
                     return
-                text = server.responder(body)
+                reply = server.responder(body)  # text, or a message with scripted tool_calls
+                message, finish = reply_message(reply)
+                text = reply_text(reply)
                 payload = {
                     "id": "chatcmpl-test",
                     "object": "chat.completion",
                     "created": int(time.time()),
                     "model": body.get("model", "fake"),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": text}}],
+                    "choices": [{"index": 0, "finish_reason": finish, "message": message}],
                     "usage": {"prompt_tokens": 11, "completion_tokens": max(1, len(text) // 4),
                               "total_tokens": 11 + max(1, len(text) // 4)},
                 }

@@ -8,12 +8,13 @@ import shutil
 import pytest
 from agentinstruct.evaluate.config import EvalRecipe
 from agentinstruct.evaluate.hallucination import parse_verdict
+from agentinstruct.evaluate.heldout import clopper_pearson, is_correct, load_questions
 from agentinstruct.evaluate.prefetch import plan
 from agentinstruct.evaluate.report import compare, load_runs, write_report
 from agentinstruct.evaluate.suite import load_eval_recipe, run_eval
 from lm_eval.api.model import LM
 
-from agentinstruct.llm import ChatModel, Completion, ModelSpec
+from agentinstruct.llm import ChatModel, Completion, LLMError, ModelSpec
 
 GSM = {  # question start -> scripted output
     "A baker makes": "12 + 9 = 21, 21 - 15 = 6.\n#### 6",          # strict ok, flexible ok
@@ -65,13 +66,14 @@ def scripted_recipe(tmp_path, **sections):
     return EvalRecipe.model_validate(data)
 
 
-def test_lm_eval_scoring_is_exact(tmp_path):
+def test_lm_eval_scoring_is_exact(tmp_path, repo):
+    bench = repo / "examples" / "benchmarks"
     recipe = scripted_recipe(tmp_path, lm_eval={
         "apply_chat_template": False,
-        "tasks": [{"name": "gsm8k", "local": "examples/benchmarks/gsm8k.jsonl", "num_fewshot": 0},
-                  {"name": "agieval_lsat_lr", "local": "examples/benchmarks/agieval_lsat_lr.jsonl"},
+        "tasks": [{"name": "gsm8k", "local": str(bench / "gsm8k.jsonl"), "num_fewshot": 0},
+                  {"name": "agieval_lsat_lr", "local": str(bench / "agieval_lsat_lr.jsonl")},
                   {"name": "bbh_zeroshot_boolean_expressions",
-                   "local": "examples/benchmarks/bbh_boolean_expressions.jsonl"}]})
+                   "local": str(bench / "bbh_boolean_expressions.jsonl")}]})
     run = run_eval(recipe, ModelSpec(), run_name="scripted", lm=ScriptedLM())
     s = json.loads((run / "results.json").read_text())["scores"]
     assert s["gsm8k exact_match (strict-match)"]["value"] == pytest.approx(3 / 8)
@@ -98,7 +100,7 @@ def _judge_prefers_good(prompt: str) -> str:
 
 
 def test_alpaca_eval_win_rate_is_exact_and_unparsed_counted(tmp_path, monkeypatch, repo):
-    rows = json.loads(open("examples/benchmarks/alpaca_eval.json").read())
+    rows = json.loads((repo / "examples/benchmarks/alpaca_eval.json").read_text())
     marks = ["GOOD", "GOOD", "GOOD", "BAD", "BAD", "UNSURE"]
     by_instruction = {r["instruction"]: m for r, m in zip(rows, marks)}
     model = ScriptedChat("scripted-model", lambda p: f"{by_instruction[p]} answer to: {p}")
@@ -146,6 +148,137 @@ def test_hallucination_rate_is_exact(tmp_path):
     assert s["summary quality (judge, 1-5)"]["value"] == pytest.approx(11 / 3)
 
 
+class FailingChat(ScriptedChat):
+    """A scripted model whose calls fail (LLMError) when ``fn`` returns None."""
+
+    async def chat(self, messages, **kw):
+        reply = self.fn(messages[-1]["content"])
+        if reply is None:
+            raise LLMError("scripted failure")
+        return Completion(reply, "stop")
+
+
+def _heldout_files(tmp_path):
+    dev, test = tmp_path / "dev.jsonl", tmp_path / "test.jsonl"
+    dev.write_text("".join(json.dumps({"question": f"Dev question {i}?", "answers": ["blue"], "split": "dev"}) + "\n"
+                           for i in range(4)))
+    test.write_text("".join(json.dumps({"question": f"Test question {i}?", "answers": ["7", "seven"],
+                                        "split": "test"}) + "\n" for i in range(5)))
+    return dev, test
+
+
+def _heldout_reply(p: str) -> str | None:
+    """Dev: 3 right, 1 wrong. Test: 0 and 1 right, 2 wrong, 3 and 4 fail."""
+    if p.startswith("Dev"):
+        return "It is blue." if not p.endswith("3?") else "It is red."
+    i = int(p.split()[2].rstrip("?"))
+    return {0: "Seven.", 1: "It is 7.", 2: "It is 8."}.get(i)
+
+
+def test_heldout_parts_scored_apart_and_failed_calls_counted(tmp_path):
+    """Dev and test parts get their own score, n and CI; failed calls (scripted model) are counted
+    as wrong, marked in the samples, noted, and shown in report.md and report.html."""
+    dev, test = _heldout_files(tmp_path)
+    recipe = scripted_recipe(tmp_path, heldout={"questions": {"dev": str(dev), "test": str(test)}})
+    runs = [run_eval(recipe, ModelSpec(), run_name=name, chat_model=FailingChat("m", fn))
+            for name, fn in (("base", lambda p: "no idea"), ("tuned", _heldout_reply))]
+    results = json.loads((runs[1] / "results.json").read_text())
+    t, d = results["scores"]["held-out accuracy (test)"], results["scores"]["held-out accuracy (dev)"]
+    assert (t["value"], t["n"], t["failed"], t["role"], t["correct"]) == (pytest.approx(2 / 5), 5, 2, "test",
+                                                                           [1, 1, 0, 0, 0])
+    assert t["ci95"] == pytest.approx(list(clopper_pearson(2, 5)))
+    assert (d["value"], d["n"], d["failed"], d["role"]) == (pytest.approx(3 / 4), 4, 0, "dev")
+    assert "tuning set" in d["benchmark"] and "tuning" not in t["benchmark"]
+    assert any("held-out (test): 2 of 5 calls failed and count as wrong" in n for n in results["notes"])
+    samples = [json.loads(x) for x in (runs[1] / "samples" / "heldout.jsonl").read_text().splitlines()]
+    assert [r["failed"] for r in samples if r["part"] == "test"] == [False, False, False, True, True]
+    assert all("error" in r for r in samples if r["failed"])
+    md, html = write_report(runs, tmp_path / "report")
+    text = md.read_text()
+    assert "| 40.0 (2 failed) |" in text and "A failed model call counts as wrong" in text
+    assert "40.0 (2 failed)" in html.read_text() and "A failed model call counts as wrong" in html.read_text()
+
+    from agentinstruct.pipeline import heldout_lift, heldout_section
+
+    lift = heldout_lift(runs[0], runs[1])
+    assert lift["part"] == "test" and lift["diff"] == pytest.approx(0.4) and lift["dev"][0]["part"] == "dev"
+    assert "2 failed calls counted wrong" in lift["sentence"]
+    section = heldout_section(runs[0], runs[1])
+    assert "test part" in section.title and "the tuning set" in section.markdown
+
+
+def test_heldout_loader_names_file_and_line(tmp_path):
+    path = tmp_path / "q.jsonl"
+    good = json.dumps({"question": "Q?", "answers": ["a"]})
+    for body, line, why in ((f"{good}\n\n{{oops\n", 3, "not JSON"),
+                            (f"{good}\n" + json.dumps({"question": "Q?", "answers": []}) + "\n", 2, "'answers'"),
+                            (json.dumps({"question": "Q?", "answers": ["a"], "split": "dev"}) + "\n", 1, "split 'dev'")):
+        path.write_text(body)
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}:{line}: .*{why}"):
+            load_questions(str(path), "test")
+    with pytest.raises(ValueError, match="heldout.report 'test' is not one of"):
+        scripted_recipe(tmp_path, heldout={"questions": {"dev": str(path)}})
+
+
+def test_shipped_heldout_parts_are_disjoint_and_answerable(repo):
+    """The shipped parts: at least 30 test questions, none shared with dev, each answer stated in
+    its source document."""
+    recipe = load_eval_recipe(repo / "recipes/eval/demo-cpu.yaml")
+    parts = {p: load_questions(path, p) for p, path in recipe.heldout.questions.items()}
+    assert recipe.heldout.report == "test" and len(parts["test"]) >= 30 and len(parts["dev"]) == 22
+    assert not {r["question"] for r in parts["test"]} & {r["question"] for r in parts["dev"]}
+    for r in parts["test"]:
+        doc = (repo / "examples/docs" / r["source"]).read_text(encoding="utf-8")
+        assert is_correct(doc, r["answers"]), r["question"]
+
+
+def test_alpaca_eval_failed_outputs_and_judge_calls_counted(tmp_path, monkeypatch, repo):
+    """Scripted model and judge: a failed output counts as a loss (not judged), a failed judge
+    call is left out; both are counted in results and notes."""
+    rows = json.loads((repo / "examples/benchmarks/alpaca_eval.json").read_text())
+    marks = ["GOOD", "GOOD", "GOOD", "BAD", "BAD", None]
+    by_instruction = {r["instruction"]: m for r, m in zip(rows, marks)}
+    model = FailingChat("scripted-model", lambda p: by_instruction[p] and f"{by_instruction[p]} answer to: {p}")
+    first = rows[0]["instruction"]
+    judge = FailingChat("scripted-judge", lambda p: None if first in p else _judge_prefers_good(p))
+    recipe = scripted_recipe(tmp_path, alpaca_eval={
+        "enabled": True, "instructions": str(repo / "examples/benchmarks/alpaca_eval.json")})
+    monkeypatch.chdir(tmp_path)
+    run = run_eval(recipe, ModelSpec(), run_name="alpaca", chat_model=model, judge=judge)
+    results = json.loads((run / "results.json").read_text())
+    score = results["scores"]["alpaca_eval win_rate"]
+    assert score["value"] == pytest.approx(2 / 5)  # 2 wins, 2 losses, 1 failed output as a loss
+    assert (score["n"], score["failed"], score["judge_failed"], score["n_unparsed"]) == (6, 1, 1, 0)
+    assert any("1 of 6 model outputs failed and count as losses" in n for n in results["notes"])
+    assert any("1 of 5 judge calls failed" in n for n in results["notes"])
+    md, _ = write_report([run], tmp_path / "report")
+    assert "40.0 (1 failed, 1 judge failed)" in md.read_text()
+
+
+def test_hallucination_failed_summaries_and_verdicts_counted(tmp_path):
+    """Scripted model and judge: a failed summary is not judged, a failed judge call is left out;
+    both are counted in results, samples and notes."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(4):
+        (docs / f"d{i}.txt").write_text(f"Document {i}. " + "The harbour town holds a lantern festival. " * 4)
+    verdicts = {"Document 2.": VERDICTS[0], "Document 3.": VERDICTS[1]}
+    judge = FailingChat("j", lambda p: next((v for k, v in verdicts.items() if k in p), None))
+    model = FailingChat("m", lambda p: None if "Document 0." in p else "A summary.")
+    recipe = scripted_recipe(tmp_path, hallucination={"enabled": True, "documents": str(docs)})
+    run = run_eval(recipe, ModelSpec(), run_name="h", chat_model=model, judge=judge)
+    results = json.loads((run / "results.json").read_text())
+    s = results["scores"]["hallucination rate (judge)"]
+    assert s["value"] == pytest.approx(1 / 2) and s["n"] == 2
+    assert (s["failed"], s["judge_failed"], s["n_unparsed"], s["attempted"]) == (1, 1, 0, 4)
+    assert any("1 of 4 summaries failed" in n for n in results["notes"])
+    assert any("1 of 3 judge calls failed" in n for n in results["notes"])
+    rows = [json.loads(x) for x in (run / "samples" / "hallucination.jsonl").read_text().splitlines()]
+    assert sorted(r.get("failed", "") for r in rows) == ["", "", "judge", "summary"]
+    md, _ = write_report([run], tmp_path / "report")
+    assert "50.0 (1 failed, 1 judge failed)" in md.read_text()
+
+
 def _fake_run(root, name, scores):
     d = root / name
     d.mkdir(parents=True)
@@ -189,9 +322,9 @@ def test_prefetch_plan(repo):
     assert ("model", "vectara/hallucination_evaluation_model") in names
 
 
-def test_chat_endpoint_cannot_do_loglikelihood_tasks(tmp_path, fake_server):
+def test_chat_endpoint_cannot_do_loglikelihood_tasks(tmp_path, fake_server, repo):
     recipe = EvalRecipe.model_validate({"output_dir": str(tmp_path), "lm_eval": {"tasks": [
-        {"name": "agieval_lsat_lr", "local": "examples/benchmarks/agieval_lsat_lr.jsonl"}]}})
+        {"name": "agieval_lsat_lr", "local": str(repo / "examples/benchmarks/agieval_lsat_lr.jsonl")}]}})
     spec = ModelSpec(backend="openai", base_url=fake_server.base_url, model="fake")
     run = run_eval(recipe, spec, run_name="chat")
     results = json.loads((run / "results.json").read_text())

@@ -62,6 +62,10 @@ def test_sandbox_runs_code():
     assert check_code("```python\nprint(sum(range(10)))\n```", 5) is None
     assert "ZeroDivisionError" in check_code("```python\nx = 1 / 0\n```", 5)
     assert check_code("```python\nwhile True:\n    pass\n```", 1) == "sandbox: code fails: timed out"
+    gate = ToolCheck(cfgs.ToolGate(allow_unisolated=True), SKILLS)  # the gate runs blocks off the loop
+    assert asyncio.run(gate.check(record("Run:\n```python\nprint(1 / 0)\n```"), SEED)).endswith(
+        "ZeroDivisionError: division by zero")
+    assert asyncio.run(gate.check(record("Run:\n```python\nprint(12000)\n```"), SEED)) is None
 
 
 def test_tool_calls_are_checked_against_the_api_description():
@@ -73,7 +77,7 @@ def test_tool_calls_are_checked_against_the_api_description():
     bad_arg = json.dumps({"calls": [{"name": "get_forecast", "arguments": {"town": "Oslo"}}], "reason": ""})
     assert "has no parameter 'town'" in check_tool_calls(bad_arg, api, "superfluous_parameters")
     assert "must make no call" in check_tool_calls(ok, api, "needed_api_absent")
-    gate = ToolCheck(cfgs.ToolGate(), SKILLS)
+    gate = ToolCheck(cfgs.ToolGate(sandbox=False), SKILLS)
     r = record(bad_fn, user=f"You can call these APIs:\n{api}\n\nUser request: book", skill="tool_use",
                itype="all_parameters_given")
     assert asyncio.run(gate.check(r, SEED)) == "tool calls: unknown function 'book_table'"
@@ -167,9 +171,12 @@ def test_planted_benchmark_item_is_removed_and_reported(tmp_path):
     assert not [r for r in dd["rc"] if planted in " ".join(words(json.dumps(r["messages"])))]
     assert any(r["source"].endswith("clean.txt") for r in dd["rc"])
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["decontamination"] == {"n": 13, "benchmarks": ["tiny_eval"], "removed": {"tiny_eval": len(removed)}}
+    decon = manifest["decontamination"]
+    assert (decon["n"], decon["benchmarks"], decon["removed"]) == (13, ["tiny_eval"], {"tiny_eval": len(removed)})
+    assert [(s["benchmark"], s["checked"], s["items"], s["removed"]) for s in decon["sets"]] == \
+        [("tiny_eval", True, 1, len(removed))]
     card = (out / "dataset" / "README.md").read_text()
-    assert "## Decontamination" in card and f"tiny_eval: {len(removed)}" in card
+    assert "## Decontamination" in card and f"| tiny_eval | yes | 1 | {len(removed)} |" in card
     assert summary.gates["decontamination"]["removed"] == len(removed)
     # every gate reports checked / removed; grounding reports the grounded share per skill
     assert {"tools", "grounding", "rederive", "dedup", "decontamination"} <= set(summary.gates)

@@ -144,7 +144,9 @@ def test_missing_input_is_a_clear_cli_error(tmp_path):
     recipe.write_text(f"skills: [tool_use]\ninput: {tmp_path}/nothing-here\noutput: {tmp_path}/o\n")
     res = subprocess.run([CLI, "generate", "--recipe", str(recipe), "--no-progress"],
                          capture_output=True, text=True)
-    assert res.returncode == 2 and "no such file, folder or glob match" in res.stderr
+    # checked when the recipe loads: one line naming the recipe, the key and the resolved path
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"{recipe}: input: path {tmp_path}/nothing-here does not exist" in " ".join(res.stderr.split())
 
 
 @pytest.fixture(scope="module")

@@ -111,3 +111,77 @@ def test_hub_dataset_input_streams_text_column(monkeypatch):
     with pytest.raises(ValueError, match="no column 'text'"):
         list(iter_seeds("hf:org/corpus", tokenize=regex_tokenize, max_tokens=100, overlap=0, min_chars=10,
                         code_extensions=set(), report=IngestReport()))
+
+
+# Seed-id digests of examples/docs computed with the whole-file chunker before streaming ingest
+# existed: content ids (journal keys, dedup, provenance) of existing inputs must never change.
+SAMPLE_DOC_DIGESTS = {(384, 32): (7, "a08287b03e909b73"), (200, 10): (9, "114682f2a52594ca"),
+                      (40, 8): (46, "0af63aeb62aef18a")}
+
+
+def test_sample_docs_chunk_ids_unchanged(repo):
+    import hashlib
+
+    for (max_tokens, overlap), (n, digest) in SAMPLE_DOC_DIGESTS.items():
+        seeds, _, _ = seeds_of(repo / "examples" / "docs", max_tokens=max_tokens, overlap=overlap)
+        got = hashlib.sha256("\n".join(s.id for s in seeds).encode()).hexdigest()[:16]
+        assert (len(seeds), got) == (n, digest), (max_tokens, overlap)
+
+
+def test_streamed_blocks_give_the_whole_text_chunks(tmp_path, repo):
+    """A file read in tiny blocks (every block boundary inside some window) is cut exactly as
+    the whole text: same chunks, same order."""
+    from agentinstruct.generate.ingest import chunk_stream, text_blocks
+
+    synthetic = "\n\n".join(" ".join(f"Sentence {i} word{j}." for j in range(i % 7 + 1)) for i in range(600))
+    (tmp_path / "synthetic.txt").write_text(synthetic + "\nno final newline, a last word")
+    files = [tmp_path / "synthetic.txt", *sorted((repo / "examples" / "docs").glob("*.txt")),
+             repo / "examples" / "docs" / "weather_api.py"]
+    for path in files:
+        whole = path.read_text(encoding="utf-8")
+        for block_bytes, max_tokens, overlap in ((97, 40, 8), (1000, 100, 20), (5, 16, 0)):
+            streamed = list(chunk_stream(text_blocks(path, block_bytes), regex_tokenize, max_tokens, overlap))
+            assert streamed == chunk_text(whole, regex_tokenize, max_tokens, overlap), (path, block_bytes)
+    # a multi-byte character cut by a block boundary is decoded whole
+    (tmp_path / "utf8.txt").write_text("é" * 1001)
+    assert "".join(text_blocks(tmp_path / "utf8.txt", 7)) == "é" * 1001
+
+
+def test_bad_utf8_late_in_a_large_file_skips_the_whole_file(tmp_path):
+    """The whole-file checks run before any chunk: no seeds from a file that is skipped."""
+    good = b"A line of perfectly good text about the harbour.\n" * 20000
+    (tmp_path / "late.txt").write_bytes(good + b"caf\xe9\n")
+    seeds, report, _ = seeds_of(tmp_path)
+    assert seeds == [] and report.skipped == {f"not valid UTF-8 (byte {len(good) + 3})": 1}
+
+
+BOUNDED_MEMORY_SCRIPT = """
+import itertools, resource, sys
+from agentinstruct.generate.ingest import IngestReport, iter_seeds, regex_tokenize
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+seeds = iter_seeds(sys.argv[1], tokenize=regex_tokenize, max_tokens=384, overlap=32, min_chars=40,
+                   code_extensions=set(), report=IngestReport())
+first = list(itertools.islice(seeds, 2))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(len(first), (after - before) // 1024)
+"""
+
+
+def test_large_file_is_streamed_with_bounded_memory(tmp_path):
+    """A 50 MB text file, first 2 seeds: peak RSS grows by well under 200 MB (the whole-file
+    reader held the text plus a token span per word, over 1 GB)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.txt"
+    with open(path, "w", encoding="utf-8") as fh:
+        i = 0
+        while fh.tell() < 50 * 1024 * 1024:
+            fh.write("".join(f"Paragraph {j}: the lake keeps {j * 7} boats and {j % 13} herons.\n\n"
+                             for j in range(i, i + 10000)))
+            i += 10000
+    out = subprocess.run([sys.executable, "-c", BOUNDED_MEMORY_SCRIPT, str(path)], capture_output=True,
+                         text=True, check=True, timeout=120).stdout.split()
+    seeds, growth_mb = int(out[0]), int(out[1])
+    assert seeds == 2
+    assert growth_mb < 200, f"peak RSS grew by {growth_mb} MB"

@@ -1,5 +1,6 @@
 """The closed loop, reduced: all four stages run, hand their artefacts on, and resume."""
 
+import io
 import json
 from pathlib import Path
 
@@ -31,7 +32,8 @@ def test_reduced_pipeline_runs_hands_on_and_resumes(tmp_path):
         eval_recipe = tmp_path / "eval.yaml"
         eval_recipe.write_text(yaml.safe_dump({
             "name": "tiny", "lm_eval": {"enabled": False},
-            "heldout": {"questions": str(repo / "examples/heldout/questions.jsonl"), "max_tokens": 12}}))
+            "heldout": {"questions": {p: str(repo / f"examples/heldout/{p}.jsonl") for p in ("dev", "test")},
+                        "max_tokens": 12}}))
         gen = tmp_path / "gen.yaml"
         gen.write_text(yaml.safe_dump({
             "teacher": {"backend": "openai", "base_url": server.base_url, "model": "fake"},
@@ -54,16 +56,33 @@ def test_reduced_pipeline_runs_hands_on_and_resumes(tmp_path):
         assert json.loads((out / "train" / "trainer_state.json").read_text())["global_step"] == 2
         tuned = json.loads((out / "eval" / "tuned" / "results.json").read_text())
         assert tuned["model_spec"]["adapter"] == str(out / "train")
-        assert tuned["scores"]["held-out accuracy"]["n"] == 22
+        assert tuned["scores"]["held-out accuracy (dev)"]["n"] == 22
+        assert tuned["scores"]["held-out accuracy (test)"]["n"] == 36 and first["lift"]["part"] == "test"
         report = first["report_md"].read_text()
         for section in ("Generated dataset", "Training curve", "Held-out document questions", "Wall time per stage"):
             assert section in report
         assert "95% CI" in report and (out / "report" / "training_curve.png").exists()
+        assert report.splitlines()[2].startswith("**Held-out accuracy, test part")  # the headline: test
+        assert "dev part (the tuning set" in report
         assert set(first["timings"]) == {"generate", "train", "evaluate base", "evaluate tuned", "report"}
+        stages = ("generate", "train", "evaluate base", "evaluate tuned")
+        markers = {s: (out / "markers" / f"{s}.json").read_text() for s in stages}
+        artefacts = [out / "generate" / "dataset" / "dataset_dict.json", out / "train" / "trainer_state.json",
+                     out / "eval" / "tuned" / "results.json"]
+        stamps = [p.stat().st_mtime_ns for p in artefacts]
+        requests = len(server.requests)
+        assert requests > 0
 
-        second = Pipeline(load_pipeline_recipe(pipe), Console(stderr=True), show_progress=False).run()
-    # resume: every stage up to date; nothing redone
-    assert all(second["timings"][s] < 1.0 for s in ("generate", "train", "evaluate base", "evaluate tuned"))
+        log = io.StringIO()
+        second = Pipeline(load_pipeline_recipe(pipe), Console(file=log, width=200), show_progress=False).run()
+        # resume: every stage finds its marker up to date and is skipped; nothing is redone,
+        # so the teacher gets no request and no artefact is rewritten
+        assert len(server.requests) == requests
+    printed = log.getvalue()
+    for s in stages:
+        assert f"{s}: up to date, skipped" in printed, printed
+        assert (out / "markers" / f"{s}.json").read_text() == markers[s]
+    assert [p.stat().st_mtime_ns for p in artefacts] == stamps
     assert second["lift"]["diff"] == first["lift"]["diff"]
 
 

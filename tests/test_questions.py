@@ -169,3 +169,33 @@ def test_answer_first_on_whole_texts_asks_about_every_sentence():
     assert targets == {"1998", "40,000 visitors"}
     assert ("How many visitors does the museum attract a year?", "40,000 visitors") in \
         [(q.text, q.target) for q in questions_for_text(text)]
+
+
+def test_rule_built_rows_carry_their_method_span_and_sentence(tmp_path, repo):
+    """On the fake server: answer_first rows say question_method=rule with the answer span and
+    the sentence it was taken from; rows of a teacher-written (llm) skill say llm, span and
+    sentence empty. The exported dataset has the three columns."""
+    import datasets
+    from fake_openai import default_responder
+
+    def responder(body):
+        return default_responder(body) if body.get("response_format") else _states_target(body)
+
+    _run_fake(tmp_path, repo, ["open_domain_qa", "reading_comprehension"], responder)
+    source = (repo / "examples/docs/lake_veyra.txt").read_text()
+
+    def rows(split):
+        return [json.loads(x) for x in (tmp_path / f"run/jsonl/{split}.jsonl").read_text().splitlines()]
+
+    rule = rows("open_domain_qa")
+    assert rule and all(r["question_method"] == "rule" for r in rule)
+    for r in rule:
+        assert r["answer_span"] and r["answer_span"] in r["source_sentence"], r
+        assert r["source_sentence"].rstrip(".") in source.replace("*", ""), r["source_sentence"]
+    assert {"Orrin River", "1998"} <= {r["answer_span"] for r in rule}
+    assert any("drains through the Orrin River" in r["source_sentence"] for r in rule)
+    llm = [r for r in rows("rc") + rows("rejected") if r["skill"] == "rc"]
+    assert llm and all((r["question_method"], r["answer_span"], r["source_sentence"]) == ("llm", "", "")
+                       for r in llm)
+    dd = datasets.load_from_disk(str(tmp_path / "run/dataset"))
+    assert dd["open_domain_qa"][0]["question_method"] == "rule" and "source_sentence" in dd["rc"].column_names

@@ -18,14 +18,17 @@ def test_skill_prompts_render_and_types_are_described(name):
     skill = load_skill(name)
     values = dict(text="Some passage text.", kind="text", source="x.txt", task="Do a thing?",
                   suggestion="make it harder", proposals=skill.refinement.proposals, n=2,
-                  type=skill.instruction.types[0], target="a span")
+                  type=skill.instruction.types[0], target="a span", language="English",
+                  passages=[{"id": "p1", "text": "A passage.", "source": "x.txt"}], turn=2,
+                  history=[{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}],
+                  previous_task="Do a simpler thing?", candidates=["Do a hard thing?", "Do two things?"])
     for label, template in skill.templates().items():
         out = render(template, **values)
         assert out.strip(), f"{name}: {label} renders empty"
     for t in skill.instruction.types:
         assert len(t.description) >= 10 and t.example, f"{name}: type {t.name} lacks a description"
         if skill.instruction.method == "llm":
-            assert render(skill.instruction.prompt, text="x", type=t)
+            assert render(skill.instruction.prompt, text="x", type=t, language="English")
     assert skill.split and skill.seed_kinds
 
 

@@ -123,15 +123,15 @@ def test_every_sft_recipe_parses_with_trl(recipe):
     assert cfg.assistant_only_loss and model.model_name_or_path
 
 
-def test_unknown_recipe_key_is_rejected_by_trlparser(tmp_path):
-    text = Path("recipes/smollm2-135m/sft/config_lora.yaml").read_text() + "\nlearning_rat: 0.1\n"
+def test_unknown_recipe_key_is_rejected_by_trlparser(tmp_path, repo):
+    text = (repo / "recipes/smollm2-135m/sft/config_lora.yaml").read_text() + "\nlearning_rat: 0.1\n"
     (tmp_path / "r.yaml").write_text(text)
     with pytest.raises(ValueError, match="learning_rat"):
         parse_args(["--config", str(tmp_path / "r.yaml")])
 
 
-def test_orca3_recipe_is_the_paper_setting():
-    _, cfg, model = parse_args(["--config", "recipes/orca3-mistral-7b/sft/config_full.yaml",
+def test_orca3_recipe_is_the_paper_setting(repo):
+    _, cfg, model = parse_args(["--config", str(repo / "recipes/orca3-mistral-7b/sft/config_full.yaml"),
                                 "--bf16", "false", "--use_cpu", "true"])
     assert model.model_name_or_path == "mistralai/Mistral-7B-v0.1"
     assert (cfg.num_train_epochs, cfg.learning_rate, cfg.lr_scheduler_type.value, cfg.warmup_steps,
@@ -162,8 +162,8 @@ def _launch(recipe, *extra):
                           cwd=Path(__file__).parent.parent)
 
 
-def test_accelerate_launch_trains_resumes_and_adapter_generates(small_dataset, tmp_path):
-    recipe = yaml.safe_load(Path("recipes/smollm2-135m/sft/config_lora.yaml").read_text())
+def test_accelerate_launch_trains_resumes_and_adapter_generates(small_dataset, tmp_path, repo):
+    recipe = yaml.safe_load((repo / "recipes/smollm2-135m/sft/config_lora.yaml").read_text())
     out = tmp_path / "out"
     recipe["dataset_mixture"]["sources"][0]["path"] = str(small_dataset)
     recipe.update(output_dir=str(out), max_length=384, per_device_train_batch_size=2,

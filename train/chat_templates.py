@@ -6,7 +6,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "recipes" / "templates"
+from agentinstruct.resources import data_path
+
+TEMPLATES_DIR = data_path("recipes", "templates")  # the shipped templates, in a checkout and in a wheel
 
 log = logging.getLogger(__name__)
 
@@ -15,11 +17,14 @@ class TemplateError(ValueError):
     pass
 
 
-def load_template(name_or_path: str) -> str:
-    """A template by name (``recipes/templates/<name>.jinja``) or by path."""
-    path = Path(name_or_path)
+def load_template(name_or_path: str, base_dir: Path | None = None) -> str:
+    """A shipped template by name (``recipes/templates/<name>.jinja``) or a user's file by path
+    (relative to ``base_dir``, the training recipe's folder, when given; else to the working directory)."""
+    path = Path(name_or_path).expanduser()
     if not path.suffix:
         path = TEMPLATES_DIR / f"{name_or_path}.jinja"
+    elif base_dir is not None and not path.is_absolute():
+        path = base_dir / path
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in TEMPLATES_DIR.glob("*.jinja")))
         raise TemplateError(f"chat template {name_or_path!r} not found (known: {known})")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+from agentinstruct.train.preflight import validate_dataset_messages
 from pydantic import Field
 
 from agentinstruct.recipes import RecipeError, StrictModel, parse_recipe
@@ -61,8 +62,9 @@ def load_mixture(mix: DatasetMixture, where: str = "dataset_mixture") -> dataset
         label = f"{where}.sources.{i} ({src.path})"
         try:
             dd = load_source(src)
-        except FileNotFoundError as exc:
-            raise RecipeError(f"{label}: {exc}") from None
+        except OSError as exc:  # missing file, unknown Hub id, offline (ConnectionError)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RecipeError(f"{label}: {reason}") from None
         names = src.splits or [s for s in dd if s not in EXCLUDED_BY_DEFAULT]
         missing = [s for s in names if s not in dd]
         if missing:
@@ -75,6 +77,7 @@ def load_mixture(mix: DatasetMixture, where: str = "dataset_mixture") -> dataset
             if len(ds) == 0:
                 continue
             ds = ds.select_columns(["messages"])
+            validate_dataset_messages(ds, f"{label}: split {split!r}")
             if src.weight < 1.0:
                 keep = max(1, round(len(ds) * src.weight))
                 ds = ds.shuffle(seed=mix.seed).select(range(keep))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +31,19 @@ class SFTScriptArguments:
     )
     chat_template: str = field(
         default=None,
-        metadata={"help": "training template with {% generation %} tags: name in recipes/templates or a path"},
+        metadata={"help": "training template with {% generation %} tags: name in recipes/templates or a path (relative to this recipe)"},
     )
     check_examples: int = field(default=32, metadata={"help": "examples checked for trainable tokens"})
+    dry_run: bool = field(
+        default=False,
+        metadata={"help": "print the plan (parameter counts, effective batch, tokens per step, memory "
+                  "estimate) from the model built on the meta device, and exit without training"},
+    )
+    dry_run_accelerate_config: str = field(
+        default=None,
+        metadata={"help": "dry run: the accelerate config the run will use, for the world size "
+                  "(default: WORLD_SIZE, else accelerate's default config, else 1)"},
+    )
 
 
 def parse_args(argv: list[str] | None = None):
@@ -68,17 +78,50 @@ def provenance(script_args: SFTScriptArguments, model_args: Any, cfg: str | None
             "sources": sources}
 
 
+def last_whole_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` that was saved whole.
+
+    transformers writes a checkpoint's ``trainer_state.json`` last, so one that a kill cut short
+    lacks it (or holds a torn one) and is passed over, where ``get_last_checkpoint`` would pick
+    it and the resumed run would fail on its missing files."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    steps = sorted(((int(m.group(1)), p) for p in folder.iterdir()
+                    if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))), reverse=True)
+    for _, path in steps:
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            logger.warning("Skipping %s: saved only in part (the run was killed while saving it)", path)
+            continue
+        return str(path)
+    return None
+
+
+def resume_checkpoint(requested: str | None, output_dir: str | Path) -> str | None:
+    """``--resume_from_checkpoint`` when given, else the last whole checkpoint in output_dir."""
+    return requested or last_whole_checkpoint(output_dir)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     import datasets
     import transformers
     from accelerate import PartialState
     from agentinstruct.train.chat_templates import check_trainable_tokens, load_template
     from agentinstruct.train.data_mixture import load_mixture, parse_mixture
+    from agentinstruct.train.dry_run import dry_run_plan, dry_run_requested
+    from agentinstruct.train.preflight import check_lora_targets
     from transformers import AutoTokenizer, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer, get_peft_config, get_quantization_config
 
     from agentinstruct.embedded import resolve_model_path
+    from agentinstruct.outdir import check_writable_dir
+
+    if dry_run_requested(sys.argv[1:] if argv is None else argv):  # the plan on CPU, before renting a GPU
+        plan = dry_run_plan(sys.argv[1:] if argv is None else argv)
+        print(plan.render())
+        return {"dry_run": True, "plan": plan.as_dict(), "output_dir": plan.output_dir, "global_step": 0}
 
     script_args, training_args, model_args = parse_args(argv)
     cfg = config_path(argv)
@@ -91,10 +134,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     datasets.utils.logging.set_verbosity(training_args.get_process_log_level())
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
 
-    # resume from the last checkpoint in output_dir, if any
-    last_checkpoint = training_args.resume_from_checkpoint
-    if last_checkpoint is None and os.path.isdir(training_args.output_dir):
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
+    # fail fast, before any data or weights load: an unusable output folder, a typo'd LoRA target
+    check_writable_dir(training_args.output_dir, f"{cfg}: output_dir")
+    model_path = resolve_model_path(model_args.model_name_or_path)
+    if model_args.use_peft:
+        check_lora_targets(model_path, model_args.lora_target_modules, str(cfg),
+                           trust_remote_code=training_args.trust_remote_code)
+
+    # resume from the last whole checkpoint in output_dir, if any (a killed run goes on from there)
+    last_checkpoint = resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     if last_checkpoint:
         logger.info("Resuming from checkpoint %s", last_checkpoint)
 
@@ -107,11 +155,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f", test rows: {len(data['test'])}" if "test" in data else "")
 
     # tokenizer and training chat template
-    model_path = resolve_model_path(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision,
                                               trust_remote_code=training_args.trust_remote_code)
     if script_args.chat_template:
-        tokenizer.chat_template = load_template(script_args.chat_template)
+        tokenizer.chat_template = load_template(script_args.chat_template, Path(cfg).absolute().parent if cfg else None)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if training_args.assistant_only_loss:

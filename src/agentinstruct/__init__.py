@@ -22,9 +22,11 @@ def _map_stage_folders() -> None:
     import sys
     from pathlib import Path
 
+    from agentinstruct.resources import checkout_root
+
     here = Path(__file__).resolve().parent
-    repo = here.parent.parent
-    if not (repo / "pyproject.toml").is_file():
+    repo = checkout_root(here)
+    if repo is None:  # a wheel: the stages were copied into the package
         return
     for stage in STAGES:
         name = f"{__name__}.{stage}"

@@ -19,6 +19,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(stderr=True)
 
 
+EXIT_UNITS_FAILED = 3  # generate: too many units' LLM calls failed for good; rerun to retry them
+
+
 def fail(message: str) -> None:
     """One line on stderr, exit code 2: bad input never ends in a traceback."""
     console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
@@ -51,35 +54,59 @@ def generate(
     limit: Annotated[Optional[int], typer.Option(help="at most this many seeds")] = None,
     format: Annotated[Optional[list[str]], typer.Option("--format", help="also write parquet / jsonl")] = None,
     push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", help="Hub dataset repo id")] = None,
-    overwrite: Annotated[bool, typer.Option(help="delete the run directory first")] = False,
+    overwrite: Annotated[bool, typer.Option(help="delete the run directory first (only one agentinstruct made)")] = False,
+    force: Annotated[bool, typer.Option(help="use (with --overwrite: delete) an output folder agentinstruct did not make")] = False,
     progress: Annotated[bool, typer.Option(help="show the live progress display")] = True,
 ) -> None:
-    """Turn raw documents into an instruction dataset with the three AgentInstruct flows."""
-    from agentinstruct.generate.runner import load_generate_recipe, run_generate
+    """Turn raw documents into an instruction dataset with the three AgentInstruct flows.
+
+    Exit 3: too many units' LLM calls failed for good (see max_failed_units); rerun to retry.
+    """
+    from agentinstruct.generate.engine import UnitsFailed
+    from agentinstruct.generate.runner import empty_run_reason, load_generate_recipe, run_generate
 
     try:
         rec = load_generate_recipe(recipe, input=input, output=output, limit=limit, formats=format)
         summary = run_generate(rec, skills=_csv(skills), console=console, show_progress=progress,
-                               overwrite=overwrite, push_to_hub=push_to_hub)
+                               overwrite=overwrite, force=force, push_to_hub=push_to_hub)
+    except UnitsFailed as exc:  # outputs hold what was made; the failed units wait for a rerun
+        Console().print(exc.summary.table())
+        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(EXIT_UNITS_FAILED) from None
     except (RecipeError, ValueError, RuntimeError) as exc:
         fail(str(exc))
     Console().print(summary.table())
+    empty = empty_run_reason(summary, rec.input)
+    if empty:  # written (the rejected split explains it), but nothing usable: not a success
+        fail(empty)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", help="recipes/<model>/sft/<variant>.yaml")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan (parameters, trainable "
+                                          "parameters, effective batch, tokens/step, memory) on CPU; train nothing")] = False,
+    accelerate_config: Annotated[Optional[Path], typer.Option(
+        "--accelerate-config", help="with --dry-run: the accelerate config the run will use (world size)")] = None,
 ) -> None:
     """Fine-tune with TRL (same code as `accelerate launch train/sft.py`); extra flags go to TrlParser."""
     from agentinstruct.train.sft import main as sft_main
 
     if not config.exists():
         fail(f"{config}: recipe file not found")
+    plan_args = ["--dry_run", "true"] if dry_run else []
+    if accelerate_config is not None:
+        if not dry_run:
+            fail("--accelerate-config only applies with --dry-run (a run takes it from `accelerate launch`)")
+        plan_args += ["--dry_run_accelerate_config", str(accelerate_config)]
     try:
-        result = sft_main(["--config", str(config), *ctx.args])
+        result = sft_main(["--config", str(config), *plan_args, *ctx.args])
     except (RecipeError, ValueError) as exc:
         fail(str(exc))
+    if result.get("dry_run"):
+        console.print("[green]dry run[/]: nothing was trained")
+        return
     console.print(f"[green]trained[/] {result['global_step']} steps -> {result['output_dir']}")
 
 
@@ -98,7 +125,7 @@ def pipeline(
         fail(str(exc))
 
 
-MODEL_HELP = "embedded:KEY, HF id or folder, FOLDER+ADAPTER, or openai:BASE_URL:MODEL"
+MODEL_HELP = "embedded:KEY, HF id or folder, FOLDER+ADAPTER, vllm:MODEL[+ADAPTER], or openai:BASE_URL:MODEL"
 
 
 @app.command()
@@ -153,10 +180,12 @@ def report(
 ) -> None:
     """Compare runs (base vs tuned): a table with deltas, charts, and the paper's quoted rows."""
     from agentinstruct.evaluate.report import write_report
+    from agentinstruct.outdir import check_writable_dir
 
     try:
+        check_writable_dir(output, "--output")
         md, html = write_report(runs, output, title)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     console.print(f"wrote {md} and {html}")
 
@@ -208,7 +237,7 @@ def serve(
 def chat(
     prompt: Annotated[str, typer.Argument(help="the user message")],
     model: Annotated[str, typer.Option(help="embedded:KEY, HF id/folder, or openai:BASE_URL:MODEL")] = "embedded:smollm2-135m-instruct",
-    max_tokens: Annotated[int, typer.Option()] = 128,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 128,
     temperature: Annotated[float, typer.Option()] = 0.0,
     api_key_env: Annotated[Optional[str], typer.Option(help="env var with the API key (openai)")] = None,
 ) -> None:

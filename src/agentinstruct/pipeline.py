@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import time
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +22,24 @@ from pydantic import Field
 from rich.console import Console
 from rich.table import Table
 
-from agentinstruct.recipes import StrictModel, load_recipe
+from agentinstruct.recipes import InputPath, StrictModel, load_recipe, resolve_path
 
 
 class GenerateStep(StrictModel):
-    recipe: str
+    recipe: InputPath = Field(description="a generate recipe (relative to the pipeline recipe)")
     limit: int | None = None
     skills: list[str] | None = None
 
 
 class TrainStep(StrictModel):
-    recipe: str = Field(description="an SFT recipe; its dataset and output_dir are set by the pipeline")
+    recipe: InputPath = Field(description="an SFT recipe; its dataset and output_dir are set by the pipeline")
     args: list[str] = Field(default_factory=list, description="extra TrlParser flags, e.g. --max_steps 20")
     accelerate_args: list[str] = Field(default_factory=lambda: ["--num_processes", "1", "--num_machines", "1",
                                                                 "--mixed_precision", "no", "--dynamo_backend", "no"])
 
 
 class EvaluateStep(StrictModel):
-    recipe: str
+    recipe: InputPath
 
 
 class PipelineRecipe(StrictModel):
@@ -60,6 +61,14 @@ def _digest(*parts: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def marker_key(marker: Path) -> str | None:
+    """The input hash a finished stage left in its marker (None: not run, or not finished)."""
+    try:
+        return json.loads(marker.read_text()).get("key")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 class Pipeline:
     def __init__(self, recipe: PipelineRecipe, console: Console | None = None, show_progress: bool = True):
         self.r = recipe
@@ -69,17 +78,21 @@ class Pipeline:
         self.timings: dict[str, float] = {}
 
     def _stage(self, name: str, key: str, fn) -> bool:
-        """Run ``fn`` unless the marker of ``name`` holds ``key``; record the wall time."""
+        """Run ``fn`` unless the marker of ``name`` holds ``key``; record the wall time. The
+        marker is written by a rename once ``fn`` returned, so a stage killed at any point
+        (even while its marker is written) runs again."""
         marker = self.out / "markers" / f"{name}.json"
         t0 = time.monotonic()
-        if marker.exists() and json.loads(marker.read_text()).get("key") == key:
+        if marker_key(marker) == key:
             self.console.print(f"[dim]{name}: up to date, skipped[/]")
             self.timings[name] = round(time.monotonic() - t0, 1)
             return False
         self.console.print(f"[bold]{name}[/] ...")
         fn()
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"key": key}))
+        tmp = marker.with_name(f"{marker.name}.tmp")
+        tmp.write_text(json.dumps({"key": key}))
+        tmp.replace(marker)
         self.timings[name] = round(time.monotonic() - t0, 1)
         return True
 
@@ -88,9 +101,9 @@ class Pipeline:
         from agentinstruct.generate.runner import load_generate_recipe, run_generate
 
         recipe = load_generate_recipe(self.r.generate.recipe, output=self.out / "generate", limit=self.r.generate.limit)
-        from agentinstruct.generate.skills import SKILLS_DIR
+        from agentinstruct.generate.skills import skill_path
 
-        key = _digest(recipe.model_dump(mode="json"), self.r.generate.skills, *sorted(SKILLS_DIR.glob("*.yaml")))
+        key = _digest(recipe.model_dump(mode="json"), self.r.generate.skills, *(skill_path(s) for s in recipe.skills))
 
         def run() -> None:
             summary = run_generate(recipe, skills=self.r.generate.skills, console=self.console,
@@ -106,6 +119,9 @@ class Pipeline:
         cfg["dataset_mixture"] = {**cfg.get("dataset_mixture", {}),
                                   "sources": [{"path": str(self.out / "generate" / "dataset")}]}
         cfg["output_dir"] = str(self.out / "train")
+        template = cfg.get("chat_template")
+        if template and Path(template).suffix:  # a file next to the SFT recipe, not a shipped name
+            cfg["chat_template"] = resolve_path(template, Path(self.r.train.recipe).parent)
         derived = self.out / "train_recipe.yaml"
         derived.parent.mkdir(parents=True, exist_ok=True)
         derived.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -131,8 +147,10 @@ class Pipeline:
         recipe = load_eval_recipe(self.r.evaluate.recipe)
         eval_dir = self.out / "eval"
         base_spec = ModelSpec.from_string(self.r.student)
-        tuned_spec = base_spec.model_copy(update={"adapter": str(self.out / "train")})
-        files = [Path(p) for p in (recipe.heldout.questions if recipe.heldout else None,
+        trained = self.out / "train"  # a LoRA adapter, or a whole model after full fine-tuning
+        full_model = not (trained / "adapter_config.json").is_file() and (trained / "config.json").is_file()
+        tuned_spec = base_spec.model_copy(update={"model": str(trained)} if full_model else {"adapter": str(trained)})
+        files = [Path(p) for p in (*(recipe.heldout.files() if recipe.heldout else ()),
                                    *(t.local for t in recipe.lm_eval.tasks), recipe.alpaca_eval.instructions) if p]
         ekey = _digest(recipe.model_dump(mode="json"), *files)
         self._stage("evaluate base", _digest(ekey, self.r.student),
@@ -147,8 +165,10 @@ class Pipeline:
         t0 = time.monotonic()
         sections = [dataset_section(self.out / "generate"), training_section(self.out / "train"),
                     heldout_section(base, tuned)]
+        lift = heldout_lift(base, tuned)  # the headline: the test part's verdict
         md, html = write_report([base, tuned], self.out / "report", f"{self.r.name}: base vs tuned student",
-                                [s for s in sections if s is not None] + [timings_section(self.timings)])
+                                [s for s in sections if s is not None] + [timings_section(self.timings)],
+                                headline=lift["sentence"] if lift else None)
         self.timings["report"] = round(time.monotonic() - t0, 1)
         return md, html
 
@@ -232,22 +252,56 @@ def training_section(train_dir: Path):
                    {"training_curve.png": png})
 
 
-def heldout_lift(base: Path, tuned: Path) -> dict[str, Any] | None:
+def _heldout_parts(run: Path) -> dict[str, dict[str, Any]]:
+    """part -> held-out score of one run (empty when the run has no held-out scores)."""
+    try:
+        scores = json.loads((run / "results.json").read_text())["scores"]
+    except FileNotFoundError:
+        return {}
+    return {s["part"]: s for s in scores.values() if s.get("metric") == "accuracy" and "part" in s}
+
+
+def _part_lift(part: str, b: dict[str, Any], t: dict[str, Any]) -> dict[str, Any]:
     from agentinstruct.evaluate.heldout import paired_bootstrap
 
-    try:
-        b = json.loads((base / "results.json").read_text())["scores"]["held-out accuracy"]
-        t = json.loads((tuned / "results.json").read_text())["scores"]["held-out accuracy"]
-    except (FileNotFoundError, KeyError):
-        return None
+    if len(b["correct"]) != len(t["correct"]):
+        raise ValueError(f"held-out part {part!r}: base has {len(b['correct'])} questions, tuned "
+                         f"{len(t['correct'])}; the runs are not paired (re-run both evaluations)")
     diff, lo, hi = paired_bootstrap(b["correct"], t["correct"])
     supported = lo > 0
-    sentence = (f"Held-out accuracy: base {b['value']:.1%} (95% CI {b['ci95'][0]:.1%}-{b['ci95'][1]:.1%}), "
-                f"tuned {t['value']:.1%} (95% CI {t['ci95'][0]:.1%}-{t['ci95'][1]:.1%}), n={b['n']}. "
-                f"Difference {diff:+.1%} (paired bootstrap 95% CI {lo:+.1%} to {hi:+.1%}): "
-                + ("a lift the interval supports." if supported else
-                   "the interval includes zero, so no lift is claimed."))
-    return {"base": b, "tuned": t, "diff": diff, "ci": [lo, hi], "supported": supported, "sentence": sentence}
+
+    def one(s: dict[str, Any]) -> str:
+        failed = f", {s['failed']} failed calls counted wrong" if s.get("failed") else ""
+        return (f"{s['value']:.1%} ({sum(s['correct'])}/{s['n']}, 95% CI {s['ci95'][0]:.1%}-{s['ci95'][1]:.1%}"
+                f"{failed})")
+
+    if b.get("role") == "test":
+        label = f"Held-out accuracy, {part} part (written after tuning; nothing was chosen by it)"
+        verdict = "a lift the interval supports." if supported else "the interval includes zero, so no lift is claimed."
+    else:
+        label = (f"Held-out accuracy, {part} part (the tuning set: the settings were chosen by this score, "
+                 "so it is optimistic and is not the reported result)")
+        verdict = "shown for reference only."
+    sentence = (f"{label}: base {one(b)}, tuned {one(t)}. Difference {diff:+.1%} "
+                f"(paired bootstrap 95% CI {lo:+.1%} to {hi:+.1%}): {verdict}")
+    return {"part": part, "base": b, "tuned": t, "diff": diff, "ci": [lo, hi], "supported": supported,
+            "sentence": sentence}
+
+
+def heldout_lift(base: Path, tuned: Path) -> dict[str, Any] | None:
+    """The verdict on the reported (test) part, with the tuning (dev) parts under ``dev``;
+    None when the runs have no reported held-out part."""
+    b, t = _heldout_parts(base), _heldout_parts(tuned)
+    shared = [p for p in b if p in t]
+    report = next((p for p in shared if b[p].get("role") == "test"), None)
+    if report is None:
+        return None
+    return {**_part_lift(report, b[report], t[report]),
+            "dev": [_part_lift(p, b[p], t[p]) for p in shared if p != report]}
+
+
+FAILED_CALLS_RULE = ("A failed model call counts as a wrong answer: accuracy is over every question asked, "
+                     "and the failures are shown.")
 
 
 def heldout_section(base: Path, tuned: Path):
@@ -256,7 +310,9 @@ def heldout_section(base: Path, tuned: Path):
     lift = heldout_lift(base, tuned)
     if lift is None:
         return None
-    return Section("Held-out document questions (measured lift)", lift["sentence"], f"<p>{lift['sentence']}</p>")
+    sentences = [lift["sentence"], *(d["sentence"] for d in lift["dev"]), FAILED_CALLS_RULE]
+    return Section(f"Held-out document questions (measured lift, {lift['part']} part)", "\n\n".join(sentences),
+                   "".join(f"<p>{html_escape(x)}</p>" for x in sentences))
 
 
 def timings_section(timings: dict[str, float]):

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 Role = Literal["system", "user", "assistant"]
 SeedKind = Literal["text", "code"]
+QuestionMethod = Literal["rule", "llm"]
 
 
 def content_id(text: str) -> str:
@@ -30,6 +31,7 @@ class Seed(BaseModel):
     source: str
     chunk: int = 0
     order: int = 0  # position in the input stream; fixes the output order across resumes
+    language: str = Field("en", description="ISO 639-1 code of the seed's language, detected at ingest")
 
 
 PROVENANCE_COLUMNS = (
@@ -42,6 +44,8 @@ PROVENANCE_COLUMNS = (
     "teacher_model",
     "recipe_hash",
 )
+# how the task was written; the span and sentence are "" for tasks the teacher wrote (llm)
+QUESTION_COLUMNS = ("question_method", "answer_span", "source_sentence")
 
 
 class Record(BaseModel):
@@ -57,6 +61,12 @@ class Record(BaseModel):
     refinement_round: int
     teacher_model: str
     recipe_hash: str
+    language: str = Field("en", description="ISO 639-1 code of the language the pair was written in")
+    question_method: QuestionMethod = Field(
+        "llm", description="how the task was written: by the teacher (llm) or by rule around an "
+        "answer span (rule, the answer_first method)")
+    answer_span: str = Field("", description="rule: the span of the source sentence the question asks for")
+    source_sentence: str = Field("", description="rule: the sentence of the text the question is about")
     reject_reason: str | None = None
     reject_gate: str | None = None
     scores: dict[str, float] = Field(default_factory=dict)

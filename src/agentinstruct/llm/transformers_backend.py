@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from agentinstruct.embedded import resolve_model_path
+from agentinstruct.llm.adapters import adapter_config
 from agentinstruct.llm.base import (
     ChatModel,
     Completion,
@@ -32,6 +33,7 @@ from agentinstruct.llm.base import (
     request_key,
     schema_of,
 )
+from agentinstruct.llm.dtypes import resolve_device, resolve_dtype, torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +95,10 @@ class TransformersChatModel(ChatModel):
         self.spec = spec
         self.name = spec.display_name()
         path = resolve_model_path(spec.model)
-        device = spec.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
-            spec.dtype, torch.float32 if device == "cpu" else torch.bfloat16
-        )
+        device = resolve_device(spec.device)
+        dtype = torch_dtype(resolve_dtype(spec.dtype, device))
+        if spec.adapter:
+            adapter_config(spec.adapter)  # a one-line error before the base weights load
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -137,7 +137,12 @@ class TransformersChatModel(ChatModel):
         temperature: float = 0.0,
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
     ) -> Completion:
+        if tools is not None or tool_choice is not None:  # chat_with_tools uses the JSON fallback
+            raise ValueError(f"model {self.name!r} (transformers backend) has no native tool calling; "
+                             "use agentinstruct.llm.tools.chat_with_tools")
         if seed is None:
             key = request_key(self.name, messages, max_tokens=max_tokens, temperature=temperature,
                               response_format=response_format)
@@ -181,7 +186,9 @@ class TransformersChatModel(ChatModel):
                 self.tokenizer, vocab_size=self.model.config.vocab_size
             )
             self._grammar_compiler = xgr.GrammarCompiler(info)
-        text = json.dumps(schema, sort_keys=True)
+        # the schema's own key order: xgrammar emits properties in this order, so a schema that
+        # puts its reasoning (or the tool name) before the answer is generated that way round
+        text = json.dumps(schema)
         if text not in self._grammars:
             self._grammars[text] = self._grammar_compiler.compile_json_schema(
                 text, any_whitespace=False

@@ -1,0 +1,5 @@
+"""Stub of vLLM V1's engine exceptions."""
+
+
+class EngineDeadError(Exception):
+    pass
