@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 from agentinstruct.evaluate.config import AlpacaEvalSection
+from agentinstruct.evaluate.stats import from_stderr, per_item
 
 from agentinstruct.llm import ChatModel, Completion, LLMError, create_model
 from agentinstruct.llm.serve import serve_in_thread
@@ -144,15 +145,17 @@ def run_alpaca_eval(section: AlpacaEvalSection, model: ChatModel, out_dir: Path,
     # a failed output is not judged: it counts as a loss to the reference (see losses_for_failures)
     judged = [i for i, o in enumerate(outputs) if isinstance(o, str)]
     failed = len(rows) - len(judged)
-    base = {"metric": "win_rate", "benchmark": "AlpacaEval", "n": len(rows), "failed": failed,
+    base = {"metric": "win_rate", "benchmark": "AlpacaEval", "attempted": len(rows), "failed": failed,
             "source": "local" if section.instructions else "hub"}
+    losses = [(i, 0.0) for i, o in enumerate(outputs) if isinstance(o, LLMError)]  # a failed output: a loss
     if failed:
         first = next(o for o in outputs if isinstance(o, LLMError))
         notes.append(f"alpaca_eval: {failed} of {len(rows)} model outputs failed and count as losses to the "
                      f"reference (plain win rate over all {len(rows)}; first error: {str(first)[:160]})")
     if not judged:
         return {"alpaca_eval win_rate": {**base, "value": 0.0, "stderr": None, "n_unparsed": 0, "judge_failed": 0,
-                                         "judge": section.judge.display_name()}}
+                                         "judge": section.judge.display_name(),
+                                         **per_item([v for _, v in losses], [i for i, _ in losses], "mean")}}
     model_outputs = [model_outputs[i] for i in judged]
     references = [rows[i] for i in judged]
     with judge_endpoint(section, judge) as (judge_name, base_url, key, counter):
@@ -198,11 +201,35 @@ def run_alpaca_eval(section: AlpacaEvalSection, model: ChatModel, out_dir: Path,
     value, se = float(row[metric_used]), row.get("standard_error")
     if failed:
         value, se = losses_for_failures(prefs, failed)
+    stderr = float(se) / 100.0 if se is not None and not math.isnan(float(se)) else None
+    if metric_used == "win_rate":  # a mean of per-instruction wins: bootstrap, pairable by instruction
+        wins = sorted(preference_items(annotations or [], rows, judged) + losses)
+        interval = per_item([v for _, v in wins], [i for i, _ in wins], "mean")
+    else:  # the length-controlled win rate is a fitted model's output, not a mean of items
+        interval = {"n": len(judged) + failed - judge_failed - unparsed, **from_stderr(value / 100.0, stderr)}
     return {f"alpaca_eval {metric_used}": {
-        **base, "value": value / 100.0,
-        "stderr": float(se) / 100.0 if se is not None and not math.isnan(float(se)) else None,
+        **base, "value": value / 100.0, "stderr": stderr,
         "metric": metric_used, "n_unparsed": unparsed, "judge_failed": judge_failed, "judge": judge_name,
+        **interval,
     }}
+
+
+def preference_items(annotations: list[dict[str, Any]], rows: list[dict[str, Any]], judged: list[int]
+                     ) -> list[tuple[int, float]]:
+    """(instruction index, win) per parsed judgement, as alpaca_eval scores it: 1 the model's
+    output preferred, 0 the reference's, 0.5 a draw; unparsed and failed judgements left out."""
+    index = {rows[i]["instruction"]: i for i in reversed(judged)}
+    out = []
+    for pos, a in enumerate(annotations):
+        p = a.get("preference")
+        if p is None or (isinstance(p, float) and math.isnan(p)):
+            continue
+        p = 1.5 if float(p) == 0.0 else float(p)  # alpaca_eval's old encoding of a draw
+        if not 1.0 <= p <= 2.0:
+            continue
+        i = index.get(a.get("instruction"), judged[pos] if pos < len(judged) else pos)
+        out.append((i, p - 1.0))
+    return out
 
 
 def losses_for_failures(prefs: list[Any], failed: int) -> tuple[float, float | None]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agentinstruct.evaluate.config import HallucinationSection
+from agentinstruct.evaluate.stats import per_item
 from agentinstruct.generate.ingest import IngestReport, iter_seeds, regex_tokenize
 
 from agentinstruct.llm import ChatModel, LLMError, create_model
@@ -138,15 +139,19 @@ def run_hallucination(section: HallucinationSection, model: ChatModel, out_dir: 
     scores: dict[str, dict[str, Any]] = {}
     base = {"benchmark": "Summarisation hallucination", "judge": judge.name, "n_unparsed": unparsed,
             "failed": len(failed), "judge_failed": len(judge_failed), "attempted": len(docs)}
+    # per document, named by position and source (a long document's chunks share their source)
+    judged = [(f"{i}:{src}", v) for i, ((src, _), v) in enumerate(zip(docs, parsed)) if v is not None]
     if ok:
         rate = sum(v["hallucinated"] for v in ok) / len(ok)
         scores["hallucination rate (judge)"] = {"value": rate, "stderr": (rate * (1 - rate) / len(ok)) ** 0.5,
-                                                "metric": "hallucination_rate", "n": len(ok),
-                                                "lower_is_better": True, **base}
-        qualities = [v["quality"] for v in ok if v["quality"] is not None]
+                                                "metric": "hallucination_rate", "lower_is_better": True, **base,
+                                                **per_item([int(v["hallucinated"]) for _, v in judged],
+                                                           [src for src, _ in judged], "proportion")}
+        qualities = [(src, v["quality"]) for src, v in judged if v["quality"] is not None]
         if qualities:
-            scores["summary quality (judge, 1-5)"] = {"value": sum(qualities) / len(qualities), "stderr": None,
-                                                      "metric": "quality", "n": len(qualities), **base}
+            scores["summary quality (judge, 1-5)"] = {
+                "value": sum(q for _, q in qualities) / len(qualities), "stderr": None, "metric": "quality", **base,
+                **per_item([q for _, q in qualities], [src for src, _ in qualities], "mean")}
     if section.hhem:
         hhem = hhem_scores([(d, s) for (_, d), s in zip(docs, outs) if isinstance(s, str)])
         if hhem is None:
@@ -156,8 +161,10 @@ def run_hallucination(section: HallucinationSection, model: ChatModel, out_dir: 
             for row, h in zip((r for r, o in zip(rows, outs) if isinstance(o, str)), hhem):
                 row["hhem_consistency"] = h
             rate = sum(h < 0.5 for h in hhem) / len(hhem)
+            sources = [f"{i}:{src}" for i, ((src, _), o) in enumerate(zip(docs, outs)) if isinstance(o, str)]
             scores["hallucination rate (HHEM-2.1)"] = {"value": rate, "stderr": None, "metric": "hhem_rate",
-                                                       "n": len(hhem), "lower_is_better": True,
+                                                       **per_item([int(h < 0.5) for h in hhem], sources, "proportion"),
+                                                       "lower_is_better": True,
                                                        "benchmark": "Summarisation hallucination",
                                                        "failed": len(failed), "attempted": len(docs)}
     samples = out_dir / "samples"

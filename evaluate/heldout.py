@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import re
 from pathlib import Path
 from typing import Any
 
 from agentinstruct.evaluate.config import HeldoutSection
-from scipy.stats import beta
+from agentinstruct.evaluate.stats import clopper_pearson, paired_bootstrap, per_item  # noqa: F401 - re-exported
 
 from agentinstruct.llm import ChatModel, LLMError, conversation
 
@@ -29,26 +28,6 @@ def normalise(text: str) -> str:
 def is_correct(reply: str, answers: list[str]) -> bool:
     r = f" {normalise(reply)} "
     return any(f" {normalise(a)} " in r for a in answers)
-
-
-def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    a = (1 - level) / 2
-    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
-    hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
-    return lo, hi
-
-
-def paired_bootstrap(base: list[int], tuned: list[int], iters: int = 10000, seed: int = 0,
-                     level: float = 0.95) -> tuple[float, float, float]:
-    """Mean difference (tuned - base) and its percentile bootstrap interval over questions."""
-    diffs = [t - b for b, t in zip(base, tuned)]
-    n = len(diffs)
-    rng = random.Random(seed)
-    stats = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(iters))
-    a = (1 - level) / 2
-    return sum(diffs) / n, stats[int(a * iters)], stats[min(iters - 1, int((1 - a) * iters))]
 
 
 def load_questions(path: str, part: str | None = None) -> list[dict[str, Any]]:
@@ -95,7 +74,6 @@ def run_heldout(cfg: HeldoutSection, model: ChatModel, out_dir: Path, notes: lis
             replies = [o.text if not isinstance(o, LLMError) else "" for o in outs]
             correct = [int(e is None and is_correct(rep, r["answers"])) for rep, e, r in zip(replies, errors, rows)]
             k, n, failed = sum(correct), len(correct), sum(e is not None for e in errors)
-            lo, hi = clopper_pearson(k, n)
             role = "test" if part == cfg.report else "dev"
             for r, rep, c, e in zip(rows, replies, correct, errors):
                 fh.write(json.dumps({**r, "part": part, "reply": rep, "correct": c, "failed": e is not None,
@@ -105,7 +83,8 @@ def run_heldout(cfg: HeldoutSection, model: ChatModel, out_dir: Path, notes: lis
                 notes.append(f"held-out ({part}): {failed} of {n} calls failed and count as wrong answers "
                              f"(first error: {first[:160]})")
             scores[score_name(part)] = {
-                "value": k / n, "stderr": None, "ci95": [lo, hi], "metric": "accuracy", "n": n, "failed": failed,
+                "value": k / n, "stderr": None, "metric": "accuracy", "failed": failed,
+                **per_item(correct, [r["question"] for r in rows], "proportion"),  # n, ci95, items
                 "correct": correct, "part": part, "role": role, "source": cfg.questions[part],
                 "benchmark": "Held-out (documents)" if role == "test" else "Held-out (documents, tuning set)"}
     return scores

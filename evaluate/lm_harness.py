@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agentinstruct.evaluate.config import LMEvalSection, LMEvalTask
+from agentinstruct.evaluate.stats import from_stderr, per_item
 
 from agentinstruct.embedded import resolve_model_path
 from agentinstruct.llm.adapters import adapter_config, lora_rank
@@ -136,16 +137,33 @@ def extract_scores(results: dict[str, Any], task: LMEvalTask) -> dict[str, dict[
             if metric not in HEADLINE_METRICS or not isinstance(value, (int, float)):
                 continue
             stderr = metrics.get(f"{metric}_stderr,{filt}")
+            stderr = float(stderr) if isinstance(stderr, (int, float)) else None
             name = f"{tname} {metric}" + (f" ({filt})" if filt != "none" else "")
+            items = sample_items(results.get("samples") or {}, tname, metric, filt)
             scores[name] = {
-                "value": float(value),
-                "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+                "value": float(value), "stderr": stderr,
                 "metric": metric, "filter": filt, "task": tname,
                 "n": (n_samples.get(tname) or {}).get("effective"),
                 "benchmark": task.benchmark or benchmark_label(task.name),
                 "source": "local" if task.local else "hub",
+                **(items if items is not None else from_stderr(float(value), stderr)),
             }
     return scores
+
+
+def sample_items(samples: dict[str, list[dict[str, Any]]], tname: str, metric: str, filt: str
+                 ) -> dict[str, Any] | None:
+    """n, exact/bootstrap interval and per-document values of one metric from lm-eval's logged
+    samples (by ``doc_id``); None for a group (its samples are its subtasks') or a metric the
+    samples lack."""
+    rows = [r for r in samples.get(tname, []) if r.get("filter") == filt]
+    if not rows or not all(isinstance(r.get(metric), (int, float, bool)) for r in rows):
+        return None
+    rows.sort(key=lambda r: r["doc_id"])
+    values = [float(r[metric]) for r in rows]
+    binary = all(v in (0.0, 1.0) for v in values)
+    return per_item([int(v) for v in values] if binary else values, [r["doc_id"] for r in rows],
+                    "proportion" if binary else "mean")
 
 
 @functools.cache

@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,9 @@ def run_eval(
 
     def part(label: str, name: str, config: Any, fn) -> None:
         done = ledger.run(name, config, fn)
+        # one line per finished part, so a log file (CI, Slurm) shows the evaluation moving
+        print(f"progress evaluate: part {name} {'reused' if name in ledger.reused else 'done'} "
+              f"({done.seconds:.1f} s, {len(done.scores)} score(s))", file=sys.stderr, flush=True)
         scores.update(done.scores)
         notes.extend(done.notes)
         timings[label] = round(timings.get(label, 0.0) + done.seconds, 2)

@@ -58,6 +58,34 @@ class Sampling(SamplingOverrides):
         return SamplingOverrides(**merged)
 
 
+class Price(StrictModel):
+    """What a model costs, in the currency of your bill, per million tokens."""
+
+    input: float = Field(ge=0, description="price per million prompt (input) tokens")
+    output: float = Field(ge=0, description="price per million completion (output) tokens")
+
+
+class Budget(StrictModel):
+    """Where a run stops: no new seed starts once a limit is reached; the units in flight finish
+    and everything finished is exported. Counted per invocation (calls answered from the call
+    cache cost nothing); cost uses ``price_per_million``."""
+
+    max_cost: float | None = Field(None, gt=0, description=(
+        "stop starting seeds once the run's calls cost this much (needs a price_per_million entry "
+        "for every model the run calls)"))
+    max_tokens: int | None = Field(None, ge=1, description=(
+        "stop starting seeds once the run's calls used this many tokens (prompt + completion, "
+        "every model together)"))
+
+
+class EstimateSettings(StrictModel):
+    """Assumptions of ``agentinstruct estimate`` when it does not measure (without ``--live``)."""
+
+    sample: int = Field(6, ge=1, description="seeds run through the flows, spread over the input")
+    latency_s: float = Field(2.0, gt=0, description=(
+        "assumed seconds per teacher call for the wall-time projection (with --live: measured)"))
+
+
 class GenerateRecipe(StrictModel):
     teacher: ModelSpec = Field(default_factory=ModelSpec)
     judge: ModelSpec | None = Field(None, description="model for checks; defaults to the teacher")
@@ -92,6 +120,14 @@ class GenerateRecipe(StrictModel):
         "language the pairs are written in: auto (each seed's detected language) or an ISO 639-1 "
         "code (always that language, e.g. en)"))
     formats: list[Literal["parquet", "jsonl"]] = Field(default_factory=list)
+    price_per_million: dict[str, Price] = Field(default_factory=dict, description=(
+        "{MODEL: {input, output}}: price per million tokens of each model (the teacher's, judge's "
+        "`model` string), for `agentinstruct estimate`, the budget and the card's cost lines"))
+    budget: Budget = Field(default_factory=Budget, description="stop cleanly at a cost or token limit")
+    estimate: EstimateSettings = Field(default_factory=EstimateSettings,
+                                       description="`agentinstruct estimate`: sample size and assumptions")
+    progress_interval_s: float = Field(30.0, gt=0, description=(
+        "when stderr is not a terminal (log file, CI, Slurm): seconds between progress lines"))
     code_extensions: list[str] = Field(
         default_factory=lambda: [".py", ".js", ".ts", ".java", ".go", ".rs", ".c", ".cpp", ".h",
                                  ".rb", ".sh", ".sql", ".kt", ".swift", ".cs", ".php", ".scala"]
@@ -101,6 +137,15 @@ class GenerateRecipe(StrictModel):
     @classmethod
     def _language_code(cls, value: str) -> str:
         return value if value == "auto" else check_code(value, "language")
+
+    @model_validator(mode="after")
+    def _budget_prices(self) -> GenerateRecipe:
+        if self.budget.max_cost is not None:
+            models = {self.teacher.model, *([self.judge.model] if self.judge else [])}
+            missing = sorted(models - set(self.price_per_million))
+            if missing:
+                raise ValueError(f"budget.max_cost: price_per_million has no entry for {missing}")
+        return self
 
     @model_validator(mode="after")
     def _per_skill_names(self) -> GenerateRecipe:

@@ -23,28 +23,33 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agentinstruct.generate import export as ex
+from agentinstruct.generate.budget import BudgetGuard
 from agentinstruct.generate.config import GenerateRecipe
+from agentinstruct.generate.estimate import projected_vs_actual
 from agentinstruct.generate.flows import FlowContext, UnitResult, run_unit
+from agentinstruct.generate.incremental import CorpusVersion
 from agentinstruct.generate.ingest import IngestReport, check_input, hf_tokenizer_spans, iter_seeds, regex_tokenize
 from agentinstruct.generate.journal import Journal, unit_id
+from agentinstruct.generate.progress import LoggedProgress, generate_log
 from agentinstruct.generate.rundir import check_output, discard_unused_run_dir, prepare_run_dir
 from agentinstruct.generate.skills import Skill, load_skill, select_skills
+from agentinstruct.generate.validators.counts import GateTally
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from agentinstruct.cache import CachedChatModel, CallCache
 from agentinstruct.llm import ChatModel, LLMError, LLMStats, create_model
 from agentinstruct.llm.base import on_first_call, track_call_failures
 from agentinstruct.provenance import package_versions
-from agentinstruct.recipes import recipe_hash
+from agentinstruct.recipes import RecipeError, recipe_hash
 from agentinstruct.records import Record, Seed
 from agentinstruct.redact import redact_counts, redact_value
 
-STAGES = ("transform", "instruction", "suggest", "edit", "answer")
+STAGES = ("transform", "instruction", "suggest", "edit", "answer", "follow_up")
 # recipe fields that change where or how fast a run goes, not which records it makes
 RUN_ONLY_FIELDS = {"output", "input", "limit", "formats", "seeds_in_flight", "teacher", "judge",
-                   "max_failed_units"}
+                   "max_failed_units", "price_per_million", "budget", "estimate", "progress_interval_s"}
 
 
 # without ``seeds_in_flight``: seeds in flight at most this many per request slot of the teacher
@@ -133,6 +138,7 @@ class RunSummary:
     gates: dict[str, dict[str, Any]] = field(default_factory=dict)
     failed_units: dict[str, str] = field(default_factory=dict)  # not journaled: redone next run
     total_units: int = 0
+    stopped: str | None = None  # the budget line, when the budget stopped the run
 
     def failure_reasons(self) -> Counter:
         return Counter(self.failed_units.values())
@@ -182,6 +188,8 @@ class RunSummary:
         t.add_row("tokens in / out", f"{self.llm['prompt_tokens']} / {self.llm['completion_tokens']}")
         t.add_row("retries / failures", f"{self.llm['retries']} / {self.llm['failures']}")
         t.add_row("wall time", f"{self.wall_s:.1f} s")
+        if self.stopped:
+            t.add_row("[yellow]stopped at budget[/]", self.stopped)
         return t
 
 
@@ -228,6 +236,14 @@ class GenerationRun:
             from agentinstruct.generate.verify import open_sandbox
 
             open_sandbox(recipe.gates.tools, log=self.console.print)
+        self.tool_sandbox = None  # the sandbox of the python tool, for skills whose answers call it
+        if any("python" in s.answer.tools for s in self.skills):
+            from agentinstruct.generate.verify import open_sandbox
+
+            self.tool_sandbox = open_sandbox(recipe.gates.tools)
+            if self.tool_sandbox is None:
+                raise RecipeError("answer.tools: python runs in the tool gate's sandbox; set gates.tools.enabled "
+                                  "and gates.tools.sandbox to true")
         self.overwrite = overwrite
         # keep the call cache but start a new journal when the recipe changed (the pipeline)
         self.journal_mode = "archive" if restart_on_new_recipe else "error"
@@ -236,11 +252,46 @@ class GenerationRun:
         self.extra_manifest = extra_manifest or {}
         self.failed_units: dict[str, str] = {}  # unit id -> why its calls failed (this run)
         self.total_units = 0
+        self.corpus = CorpusVersion(self.out)  # the input's seed ids (incremental runs)
 
     def _tokenizer(self, teacher: ChatModel):
         inner = getattr(teacher, "inner", teacher)
         tok = getattr(inner, "tokenizer", None)
         return hf_tokenizer_spans(tok) if tok is not None else regex_tokenize
+
+    def _seed_stream(self, teacher: ChatModel, report: IngestReport, log=None):
+        """The run's seeds, in input order (generation reads them once; a retrieval index
+        another time, before generation)."""
+        return iter_seeds(
+            self.recipe.input, tokenize=self._tokenizer(teacher), max_tokens=self.recipe.chunking.max_tokens,
+            overlap=self.recipe.chunking.overlap, min_chars=self.recipe.chunking.min_chars,
+            code_extensions=set(self.recipe.code_extensions), text_column=self.recipe.text_column,
+            report=report, log=log,
+        )
+
+    def _retriever(self, teacher: ChatModel):
+        """The BM25 index over the run's seeds (``RUN/retrieval``), when a skill retrieves or
+        names the search tool: built once from its own pass over the seeds, loaded on resume."""
+        if not any(s.retrieval is not None or "search" in s.answer.tools for s in self.skills):
+            return None
+        from agentinstruct.generate.retrieval import INDEX_FOLDER, BM25Retriever
+
+        fingerprint = recipe_hash({"input": str(self.recipe.input), "limit": self.recipe.limit,
+                                   "chunking": self.recipe.chunking.model_dump(mode="json"),
+                                   "text_column": self.recipe.text_column,
+                                   "code_extensions": sorted(self.recipe.code_extensions),
+                                   "tokenizer": teacher.name})
+        return BM25Retriever.open_or_build(
+            self.out / INDEX_FOLDER,
+            lambda: itertools.islice(self._seed_stream(teacher, IngestReport()), self.recipe.limit),
+            fingerprint, log=self.console.print)
+
+    def _toolboxes(self, retriever) -> dict[str, Any]:
+        """The tools each skill's answers may call (``answer.tools``), by skill name."""
+        from agentinstruct.generate.agent_tools import build_toolbox
+
+        return {s.name: build_toolbox(s.answer.tools, sandbox=self.tool_sandbox, retriever=retriever)
+                for s in self.skills if s.answer.tools}
 
     async def _run(self) -> tuple[IngestReport, int, list[ChatModel]]:
         cache = CallCache(self.out / "cache.sqlite")
@@ -249,15 +300,21 @@ class GenerationRun:
         journal = Journal(self.out / "records.jsonl", self.hash, self.journal_mode)
         done = journal.done_units()
         report = IngestReport()
-        progress = Progress(SpinnerColumn(), TextColumn("{task.description:<12}"), BarColumn(),
-                            MofNCompleteColumn(), TimeElapsedColumn(), console=self.console,
-                            disable=not self.show_progress, transient=False)
+        # not a terminal (log file, CI, Slurm): a progress line every progress_interval_s instead
+        plog = generate_log(self.recipe.progress_interval_s, self.recipe.input, self.recipe.limit,
+                            lambda: report.read, lambda: merged_stats(teacher, judge)["calls"])
+        progress = LoggedProgress(SpinnerColumn(), TextColumn("{task.description:<12}"), BarColumn(),
+                                  MofNCompleteColumn(), TimeElapsedColumn(), console=self.console,
+                                  disable=not self.show_progress, transient=False, log=plog)
         bars = {s: progress.add_task(s, total=None) for s in ("seeds", *STAGES, "accepted")}
 
         def on_stage(stage: str, n: int = 1) -> None:
-            progress.advance(bars[stage], n)
+            if stage in bars:  # judge steps (check_harder, pick_best) and retrieval have no bar
+                progress.advance(bars[stage], n)
 
-        ctx = FlowContext(self.recipe, self.hash, teacher, judge, on_stage)
+        retriever = self._retriever(teacher)
+        ctx = FlowContext(self.recipe, self.hash, teacher, judge, on_stage, retriever=retriever,
+                          toolboxes=self._toolboxes(retriever))
         scorer = judge
         if self.record_gates is None:
             from agentinstruct.generate.gates import record_gates
@@ -266,6 +323,7 @@ class GenerationRun:
                 scorer = CachedChatModel(create_model(self.recipe.gates.judge_score.judge), cache)
             self.record_gates = record_gates(self.recipe.gates, teacher, judge, self.skills, scorer)
         models = list({id(m): m for m in (teacher, judge, scorer)}.values())
+        self.budget = BudgetGuard(self.recipe.budget, self.recipe.price_per_million, models)
         admission = Admission(models, self.recipe.seeds_in_flight)
         tasks: set[asyncio.Task] = set()
         failure: list[BaseException] = []
@@ -295,11 +353,12 @@ class GenerationRun:
                         # redoes it (its successful calls answered from the cache)
                         self.failed_units[unit_id(seed.id, skill.name)] = failure_reason(res.failed_calls[0])
                         continue
-                    rows = [{"key": k, "split": ex.REJECTED if r.reject_reason else skill.split,
+                    rows = [{"key": list(k), "split": ex.REJECTED if r.reject_reason else skill.split,
                              "row": r.to_row()} for k, r in res.records]
                     # defence in depth: no secret of this environment reaches the journal (and so
                     # no split, manifest, card or Hub push), whatever a model, gate or sandbox produced
-                    journal.append(unit_id(seed.id, skill.name), redact_value(rows), redact_counts(res.stages))
+                    journal.append(unit_id(seed.id, skill.name), redact_value(rows), redact_counts(res.stages),
+                                   gates=redact_value(res.gates.to_json()))
                     progress.advance(bars["accepted"], res.stages["accepted"])
                 progress.advance(bars["seeds"])
             except BaseException as exc:  # noqa: BLE001 - surfaced after the loop
@@ -307,15 +366,11 @@ class GenerationRun:
             finally:
                 admission.finished(started)
 
-        seeds = iter_seeds(
-            self.recipe.input, tokenize=self._tokenizer(teacher), max_tokens=self.recipe.chunking.max_tokens,
-            overlap=self.recipe.chunking.overlap, min_chars=self.recipe.chunking.min_chars,
-            code_extensions=set(self.recipe.code_extensions), text_column=self.recipe.text_column,
-            report=report, log=lambda line: self.console.print(f"[yellow]{line}[/]"),
-        )
+        seeds = self._seed_stream(teacher, report, log=lambda line: self.console.print(f"[yellow]{line}[/]"))
         try:
             with progress:
                 for seed in itertools.islice(seeds, self.recipe.limit):
+                    self.corpus.saw(seed.id)  # the export keeps only the current input's seeds
                     units = [(i, s) for i, s in enumerate(self.skills) if seed.kind in s.seed_kinds]
                     todo = [(i, s) for i, s in units if unit_id(seed.id, s.name) not in done]
                     resumed += len(units) - len(todo)
@@ -326,6 +381,9 @@ class GenerationRun:
                     await admission.wait()
                     if failure:
                         break
+                    if self.budget.reached():  # budget: start no new seed, keep reading ids
+                        self.budget.skip(len(todo))
+                        continue
                     admission.admitted()
                     task = asyncio.create_task(process(seed, todo))
                     tasks.add(task)
@@ -342,19 +400,26 @@ class GenerationRun:
             raise failure[0]
         return report, resumed, [teacher, judge]
 
-    async def _apply_gates(self, res, seed: Seed) -> None:
+    async def _apply_gates(self, res, seed: Seed) -> GateTally:
+        """Run the per-record gates on the unit's live records (each record through the gates in
+        order, stopping at the first that removes it; records concurrently). The unit's counts
+        go to ``res.gates`` (journaled as JSON) and are returned."""
+        tally = GateTally()
         for gate in self.record_gates:
-            live = [(k, r) for k, r in res.records if not r.reject_reason]
-            verdicts = await asyncio.gather(*(gate.check(r, seed) for _, r in live))
-            res.stages[f"gate:{gate.name}:checked"] += len(live)
-            for (_, r), reason in zip(live, verdicts):
-                res.stages[f"gate:{gate.name}:skill:{r.skill}|checked"] += 1
+            tally.gate(gate.name)  # a gate that checked nothing still reports 0 / 0
+
+        async def one(r: Record) -> None:
+            for gate in self.record_gates:
+                reason = await gate.check(r, seed)
+                tally.gate(gate.name).count(r.skill, reason)
                 if reason:
-                    res.stages[f"gate:{gate.name}:skill:{r.skill}|removed"] += 1
                     r.reject_gate, r.reject_reason = gate.name, reason
-                    res.stages[f"gate:{gate.name}:removed"] += 1
-                    res.stages[f"gate:{gate.name}:reason:{ex.reason_class(reason)}"] += 1
                     res.stages["accepted"] -= 1
+                    return
+
+        await asyncio.gather(*(one(r) for _, r in res.records if not r.reject_reason))
+        res.gates = tally
+        return tally
 
     def run(self, push_to_hub: str | None = None) -> RunSummary:
         start = time.monotonic()
@@ -362,16 +427,20 @@ class GenerationRun:
         prepare_run_dir(self.out, overwrite=self.overwrite)
         self.overwrite = False  # a second run() resumes
         self.failed_units, self.total_units = {}, 0
+        self.corpus = CorpusVersion(self.out)
         try:
             report, resumed, models = asyncio.run(self._run())
         except Exception:
             if fresh:
                 discard_unused_run_dir(self.out)
             raise
-        journal = Journal(self.out / "records.jsonl", self.hash)
+        # incremental runs: only the units of seeds in the current input are exported
+        journal = self.corpus.current(Journal(self.out / "records.jsonl", self.hash))
         stages = Counter()
+        tally = GateTally()
         for _, line in journal.lines():
             stages.update(line.get("stages", {}))
+            tally.merge(GateTally.from_journal_line(line))  # old journals: their gate stage keys
         splits = [s.split for s in self.skills]
         staging = self.out / ".staging"
         if self.row_gates is None:
@@ -379,7 +448,7 @@ class GenerationRun:
 
             self.row_gates = row_gates(self.recipe.gates)
         counts = ex.write_split_files(journal, staging, splits, self.row_gates)
-        gates = gate_report(stages)
+        gates = gate_report(tally)
         for g in self.row_gates:
             gates[g.name] = g.report()
         decon = next((g.card_section() for g in self.row_gates if hasattr(g, "card_section")), None)
@@ -387,7 +456,7 @@ class GenerationRun:
         summary = RunSummary(self.out, report, counts, stages, merged_stats(*models),
                              time.monotonic() - start, resumed, gates,
                              failed_units=dict(sorted(self.failed_units.items())),
-                             total_units=self.total_units)
+                             total_units=self.total_units, stopped=self.budget.stopped)
         manifest = {
             "recipe": self.recipe.model_dump(mode="json"),
             "recipe_hash": self.hash,
@@ -404,6 +473,9 @@ class GenerationRun:
             "decontamination": decon,
             "wall_s": round(summary.wall_s, 2),
             "failed_units": summary.failure_report(),
+            "dataset_version": self.corpus.section(journal.journal, {k: dict(v) for k, v in counts.items()}),
+            "budget": self.budget.report(),
+            "estimate": projected_vs_actual(self.out, summary.llm, self.budget.report()["cost"], summary.wall_s),
             **self.extra_manifest,
         }
         card = ex.dataset_card(manifest, counts)
@@ -412,6 +484,7 @@ class GenerationRun:
         (self.out / "manifest.json").unlink(missing_ok=True)
         ex.write_outputs(dd, self.out, staging, self.recipe.formats, card)
         ex.write_text_atomic(self.out / "manifest.json", json.dumps(manifest, indent=2))
+        self.corpus.committed()
         # what was made is exported first, so nothing is lost; then a run with too many
         # failed units says so (exit non-zero) instead of passing for a finished one
         message = summary.incomplete(self.recipe.max_failed_units)
@@ -437,23 +510,8 @@ def failure_reason(exc: LLMError) -> str:
     return (tail if sep else text)[:160]
 
 
-def gate_report(stages: Counter) -> dict[str, dict[str, Any]]:
-    """Per-gate checked/removed/top reasons from the unit counters of the journal."""
-    gates: dict[str, dict[str, Any]] = {}
-    for key, n in stages.items():
-        if not key.startswith("gate:"):
-            continue
-        _, name, what, *rest = key.split(":", 3)
-        g = gates.setdefault(name, {"checked": 0, "removed": 0, "reasons": Counter(), "by_skill": {}})
-        if what == "reason":
-            g["reasons"][rest[0]] += n
-        elif what == "skill":
-            skill, kind = rest[0].split("|")
-            g["by_skill"].setdefault(skill, {"checked": 0, "removed": 0})[kind] += n
-        else:
-            g[what] += n
-    for g in gates.values():
-        g["reasons"] = dict(g["reasons"].most_common(5))
-        for c in g["by_skill"].values():  # e.g. the grounded share of each skill
-            c["passed_share"] = round(1 - c["removed"] / c["checked"], 3) if c["checked"] else None
-    return gates
+def gate_report(counts: GateTally | Counter) -> dict[str, dict[str, Any]]:
+    """Per-gate checked/removed/top reasons/per-skill passed share, from the run's gate tally
+    (or, for an old journal, the summed stage counters that held them as strings)."""
+    tally = counts if isinstance(counts, GateTally) else GateTally.from_stages(counts)
+    return tally.report()

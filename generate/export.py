@@ -12,6 +12,7 @@ from typing import Any
 
 import datasets
 from agentinstruct.generate.journal import Journal
+from agentinstruct.generate.validators.counts import reason_class
 
 from agentinstruct.records import PROVENANCE_COLUMNS
 
@@ -88,11 +89,6 @@ def write_split_files(journal: Journal, staging: Path, splits: list[str],
         for h in handles.values():
             h.close()
     return counts
-
-
-def reason_class(reason: str) -> str:
-    """Group reasons for the summary: drop details after a colon or parenthesis."""
-    return reason.split(":")[0].split(" (")[0][:80]
 
 
 def build_dataset(staging: Path, cache_dir: Path) -> datasets.DatasetDict:
@@ -204,6 +200,10 @@ def dataset_card(manifest: dict[str, Any], counts: dict[str, Counter]) -> str:
         from agentinstruct.generate.decontam import card_lines
 
         lines += card_lines(decon)
+    from agentinstruct.generate import estimate, incremental  # version, projected vs actual, budget
+
+    lines += incremental.card_lines(manifest.get("dataset_version"))
+    lines += estimate.card_lines(manifest.get("estimate"), manifest.get("budget"))
     lines += ["", "## Schema", "",
               "- `messages`: list of `{role, content}` (chat format; loads directly in TRL's `SFTTrainer`)"]
     lines += [f"- `{c}`: provenance" for c in PROVENANCE_COLUMNS]

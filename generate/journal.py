@@ -66,12 +66,16 @@ class Journal:
                 fh.truncate(good_end)
         return done
 
-    def append(self, unit: str, records: list[dict[str, Any]], stages: dict[str, int]) -> None:
+    def append(self, unit: str, records: list[dict[str, Any]], stages: dict[str, int],
+               gates: dict[str, Any] | None = None) -> None:
+        """``gates``: the unit's per-gate counts (``GateTally.to_json``), when gates ran."""
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a", encoding="utf-8")
-        line = json.dumps({"unit": unit, "recipe_hash": self.recipe_hash, "records": records,
-                           "stages": stages}, ensure_ascii=False)
+        entry = {"unit": unit, "recipe_hash": self.recipe_hash, "records": records, "stages": stages}
+        if gates is not None:
+            entry["gates"] = gates
+        line = json.dumps(entry, ensure_ascii=False)
         self._fh.write(line + "\n")
         self._fh.flush()
         self._sync_soon()

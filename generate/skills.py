@@ -316,7 +316,7 @@ def skill_path(name_or_path: str, skills_dir: Path = SKILLS_DIR) -> Path:
 
 
 def available_skills(skills_dir: Path = SKILLS_DIR) -> list[str]:
-    return sorted(p.stem for p in skills_dir.glob("*.yaml"))
+    return sorted(p.stem for p in skills_dir.glob("*.yaml") if not p.stem.startswith("_"))  # _template
 
 
 def load_skill(name_or_path: str, skills_dir: Path = SKILLS_DIR) -> Skill:

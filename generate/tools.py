@@ -5,37 +5,29 @@ from __future__ import annotations
 
 import ast
 import json
-import operator
 import re
+
+from agentinstruct.generate.agent_tools import Calculator, CalculatorError
 
 from agentinstruct.sandbox import Sandbox, SandboxResult
 
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-        ast.Pow: operator.pow, ast.USub: operator.neg, ast.UAdd: operator.pos}
+_CALCULATOR = Calculator()
 _NUM = r"\d+(?:,\d{3})*(?:\.\d+)?"
 EQUATION = re.compile(rf"(?<![\w.])((?:{_NUM}\s*[-+*/×x÷]\s*)+{_NUM})\s*=\s*(-?{_NUM})(?![\w])")
 CODE_BLOCK = re.compile(r"```(?:python|py)\s*\n(.*?)```", re.DOTALL)
 
 
 def calculate(expression: str) -> float:
-    """Evaluate + - * / ** on numbers only (no names, no calls): the calculator tool."""
+    """An equation's left side as written in an answer (``1,500 / 3``, ``4 × 7``, ``3 x 4``),
+    evaluated by the calculator tool (sympy over a whitelisted AST, bounded; see
+    ``agent_tools.Calculator``). Raises ``ValueError`` (``CalculatorError``) when it can't."""
     expr = expression.replace(",", "").replace("×", "*").replace("÷", "/")
     expr = re.sub(r"(?<=\d)\s*x\s*(?=\d)", "*", expr)
-
-    def ev(node: ast.AST) -> float:
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            if isinstance(node.op, ast.Pow) and abs(ev(node.right)) > 100:
-                raise ValueError("exponent too large")
-            return _OPS[type(node.op)](ev(node.left), ev(node.right))
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](ev(node.operand))
-        raise ValueError(f"not arithmetic: {ast.dump(node)[:60]}")
-
-    return float(ev(ast.parse(expr, mode="eval")))
+    value = _CALCULATOR.evaluate(expr)
+    try:
+        return float(value)
+    except OverflowError:
+        raise CalculatorError("result out of the range of a float") from None
 
 
 def check_arithmetic(text: str) -> str | None:

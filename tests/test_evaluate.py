@@ -83,6 +83,10 @@ def test_lm_eval_scoring_is_exact(tmp_path, repo):
     assert s["bbh_zeroshot_boolean_expressions exact_match (flexible-extract)"]["value"] == pytest.approx(5 / 6)
     assert s["gsm8k exact_match (strict-match)"]["n"] == 8 and s["gsm8k exact_match (strict-match)"]["stderr"] > 0
     assert {v["benchmark"] for v in s.values()} == {"GSM8K", "AGIEval", "BBH"}
+    strict, agi = s["gsm8k exact_match (strict-match)"], s["agieval_lsat_lr acc"]  # per-document, from the samples
+    assert (strict["item_ids"], strict["items"]) == (list(range(8)), [1, 1, 1, 0, 0, 0, 0, 0])
+    assert strict["ci95"] == pytest.approx(list(clopper_pearson(3, 8))) and strict["ci_method"].startswith("exact")
+    assert (agi["n"], sum(agi["items"]), agi["ci95"]) == (4, 3, pytest.approx(list(clopper_pearson(3, 4))))
     logged = [json.loads(x) for x in (run / "samples" / "gsm8k.jsonl").read_text().splitlines()]
     assert {r["doc_id"] for r in logged} == set(range(8)) and {r["filter"] for r in logged} == \
         {"strict-match", "flexible-extract"}  # one row per document and filter
@@ -195,7 +199,8 @@ def test_heldout_parts_scored_apart_and_failed_calls_counted(tmp_path):
     assert all("error" in r for r in samples if r["failed"])
     md, html = write_report(runs, tmp_path / "report")
     text = md.read_text()
-    assert "| 40.0 (2 failed) |" in text and "A failed model call counts as wrong" in text
+    assert "| 40.0 (2 failed) ⚠ n=5: interval 5.3–85.3, says nothing |" in text  # 5 items: flagged
+    assert "A failed model call counts as wrong" in text
     assert "40.0 (2 failed)" in html.read_text() and "A failed model call counts as wrong" in html.read_text()
 
     from agentinstruct.pipeline import heldout_lift, heldout_section
@@ -248,7 +253,10 @@ def test_alpaca_eval_failed_outputs_and_judge_calls_counted(tmp_path, monkeypatc
     results = json.loads((run / "results.json").read_text())
     score = results["scores"]["alpaca_eval win_rate"]
     assert score["value"] == pytest.approx(2 / 5)  # 2 wins, 2 losses, 1 failed output as a loss
-    assert (score["n"], score["failed"], score["judge_failed"], score["n_unparsed"]) == (6, 1, 1, 0)
+    assert (score["n"], score["attempted"], score["failed"], score["judge_failed"], score["n_unparsed"]) == \
+        (5, 6, 1, 1, 0)  # n: the items the win rate is over (the failed judge call is left out)
+    assert (score["item_ids"], score["items"]) == ([1, 2, 3, 4, 5], [1.0, 1.0, 0.0, 0.0, 0.0])
+    assert "bootstrap" in score["ci_method"] and score["ci95"][0] < 0.4 < score["ci95"][1]
     assert any("1 of 6 model outputs failed and count as losses" in n for n in results["notes"])
     assert any("1 of 5 judge calls failed" in n for n in results["notes"])
     md, _ = write_report([run], tmp_path / "report")

@@ -20,13 +20,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
+from agentinstruct.generate.agent_tools import TOOL_NAMES
 from agentinstruct.generate.questions import questions_for_text
 from agentinstruct.generate.runner import load_generate_recipe, run_generate
-from agentinstruct.generate.skills import load_skill
+from agentinstruct.generate.skills import ToolName, load_skill
 from agentinstruct.generate.steps.compose import compose
 from fake_openai import FakeOpenAIServer, default_responder, tool_calling_responder
 
@@ -117,6 +118,7 @@ def test_shipped_skills_compose_the_default_steps_and_new_keys_add_steps():
     assert tools.tools == ["calculator"] and tools.max_tool_rounds == 2
     for step in compose(load_skill("rag"), params).steps():  # every step declares its contract
         assert step.inputs and step.outputs, step.name
+    assert set(get_args(ToolName)) == set(TOOL_NAMES)  # a skill can name exactly the built-in tools
 
 
 def test_new_templates_are_validated_when_the_skill_loads(tmp_path):
@@ -212,10 +214,13 @@ def test_rag_task_with_answer_passage_and_two_distractors(tmp_path):
 def test_rag_no_answer_case_expects_a_decline(tmp_path):
     skill = skill_file(tmp_path, "rag", "rag_none", retrieval={"k": 3, "distractors": 2, "no_answer_rate": 1.0})
 
-    def stubborn(body):  # answers even without the answer passage: the check must catch it
+    def stubborn(body):  # asked about the kiln, it answers without the answer passage: the check must catch it
+        if step_of(body) == "instruction":
+            title = re.search(r"Passage:\n#* *(.+)", last_user(body)).group(1)
+            return json.dumps({"task": f"What does the passage say about {title}?"})
         if step_of(body) is None:
-            return "It drains through the Orrin River." if "solar" in last_user(body).lower() else \
-                "The passages do not contain this information."
+            return "It dries timber with the sun." if "Solar Kiln" in last_user(body).split("Question:")[-1] \
+                else "The passages do not contain this information."
         return rag_responder(body)
 
     rows, _, _ = run(tmp_path, [skill], stubborn, input=DOCS, sampling={
@@ -223,7 +228,8 @@ def test_rag_no_answer_case_expects_a_decline(tmp_path):
     accepted, rejected = rows["rag_none"], rows["rejected"]
     assert accepted and all(r["seed_id"] not in r["passage_ids"] and len(r["passage_ids"]) == 3 for r in accepted)
     assert all("do not contain" in r["messages"][-1]["content"] for r in accepted)
-    assert rejected and {r["reject_gate"] for r in rejected} == {"declines_without_answer"}
+    [refused] = rejected
+    assert refused["reject_gate"] == "declines_without_answer" and "Solar Kiln" in refused["instruction"]
 
 
 # --- tools while generating ------------------------------------------------------------------
@@ -267,7 +273,8 @@ def refine_responder(best: int = 0, harder: bool = True, text: str | None = None
         if step == "suggest":
             task = re.search(r"Question: (.*)", user).group(1)
             rnd = task.count("[") + 1
-            return json.dumps({"suggestions": [f"round{rnd} change A", f"round{rnd} change B"]})
+            n = body["response_format"]["json_schema"]["schema"]["properties"]["suggestions"]["minItems"]
+            return json.dumps({"suggestions": [f"round{rnd} change {x}" for x in "AB"[:n]]})
         if step == "edit":
             task = re.search(r"Question: (.*)", user).group(1)
             suggestion = re.search(r"Suggestion: (.*)", user).group(1)
@@ -336,8 +343,10 @@ def test_editor_changes_the_passage_and_the_answer_follows_it(tmp_path):
 def test_check_harder_rejects_an_edit_that_only_rewords(tmp_path):
     skill = refine_skill(tmp_path, "harder", rounds=1, suggestions=1, check_harder=True)
     rows, _, _ = run(tmp_path, [skill], refine_responder(harder=False))
-    assert "harder" not in rows or not rows["harder"]  # the only version's edit was refused
-    assert {r["reject_gate"] for r in rows["rejected"]} == {"check_harder"}
+    # the only edit was refused, so the task stays as written (round 0) and the edit is rejected
+    assert [r["refinement_round"] for r in rows["harder"]] == [0]
+    [refused] = rows["rejected"]
+    assert refused["reject_gate"] == "check_harder" and refused["refinement_round"] == 1
     rows, requests, _ = run(tmp_path, [skill], refine_responder(harder=True), name="ok")
     assert [r["refinement_round"] for r in rows["harder"]] == [1]
     assert any(step_of(b) == "check_harder" for b in requests)

@@ -31,7 +31,7 @@ from agentinstruct.cache import CachedChatModel, CallCache
 from agentinstruct.llm import ChatModel, Completion, LLMError, ModelSpec, create_model
 from agentinstruct.llm.tools import INVALID_TOOL_REQUEST, ToolBox, ToolSpec, chat_with_tools
 from agentinstruct.recipes import RecipeError
-from agentinstruct.records import Message, Seed, ToolCall, ToolCallFunction
+from agentinstruct.records import Seed, ToolCall, ToolCallFunction
 from agentinstruct.sandbox import Sandbox
 
 QUESTION = [{"role": "system", "content": "You are a careful teacher."},
@@ -106,8 +106,7 @@ def test_native_calculator_round_trip():
     assert sent[-2]["tool_calls"][0]["id"] == call_id
     assert sent[-1] == {"role": "tool", "tool_call_id": call_id, "content": "391"}
     assert result.trace() == [{"name": "calculator", "arguments": '{"expression": "17 * 23"}', "result": "391"}]
-    # the turns are valid records
-    assert [Message.model_validate(m).role for m in result.messages] == ["assistant", "tool", "assistant"]
+    assert ToolCall.model_validate(assistant["tool_calls"][0]) == result.rounds[0].call
 
 
 def test_call_ids_are_ours_and_continue_through_the_conversation():
@@ -390,10 +389,12 @@ def test_build_toolbox_by_name():
 # --- the real embedded model ------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 50-80 s on the 2 shared cores: two grammar-constrained calls, the first compiling the grammar
 def test_embedded_model_through_the_json_fallback(embedded_model):
     """SmolLM2-135M on the transformers backend, tool requests constrained by xgrammar. Only
-    checks that the loop completes within max_rounds without raising: the 135M model's tool
-    use is poor (it may call the calculator with a made-up expression, or answer at once)."""
+    checks that the loop completes within max_rounds without raising. Observed here (greedy):
+    it calls calculator {"expression": "17 * 23"}, gets 391 and answers "391" (one round, two
+    calls); other prompts may get a made-up expression or an answer without a call."""
     assert not embedded_model.supports_tools
     result = loop(embedded_model, QUESTION, ToolBox([calculator_tool()]), max_rounds=2, max_tokens=48)
     assert len(result.rounds) <= 2 and result.model_calls <= 2 * 3

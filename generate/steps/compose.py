@@ -9,7 +9,7 @@ follow-up step per extra turn, ``answer.tools`` tool rounds inside the answer st
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from agentinstruct.generate.skills import Skill
 from agentinstruct.generate.steps.answer import AnswerStep
@@ -36,12 +36,11 @@ class Composition:
     branches: str = "first"
     max_versions: int | None = None
     turns: int = 1
-    extras: list[Step] = field(default_factory=list)
 
     def steps(self) -> list[Step]:
         """Every step in the order a task meets them (for inspection and tests)."""
         order = [*self.transforms.values(), self.instruct, self.retrieve, self.suggest, self.edit,
-                 self.harder, self.answer, self.follow_up, *self.extras]
+                 self.harder, self.answer, self.follow_up]
         return [s for s in order if s is not None]
 
 

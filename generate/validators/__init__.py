@@ -1,10 +1,17 @@
 """Validators: one registry for a skill's ``answer.checks`` and a recipe's per-record gates.
 
 See ``base.py`` for the protocol. The built-in validators live in ``text_checks`` (cost 0),
-``tool_checks`` (cost 1) and ``judge_checks`` (cost 2); importing this package registers them.
+``tool_checks`` (cost 1), ``judge_checks`` (cost 2) and ``skill_checks`` (the answer forms of
+particular skills: MCQ letter, label set, extraction schema, Fermi arithmetic); importing this
+package registers them.
 """
 
-from agentinstruct.generate.validators import judge_checks, text_checks, tool_checks  # noqa: F401 - registers the built-ins
+from agentinstruct.generate.validators import (  # noqa: F401 - registers the built-ins
+    judge_checks,
+    skill_checks,
+    text_checks,
+    tool_checks,
+)
 from agentinstruct.generate.validators.adapters import RecordGate, candidate_from_record
 from agentinstruct.generate.validators.base import (
     LLM,

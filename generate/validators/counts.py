@@ -63,7 +63,7 @@ class GateCounts:
     def report(self) -> dict[str, Any]:
         """The summary/manifest form: top reasons, and each skill's share that passed."""
         return {"checked": self.checked, "removed": self.removed,
-                "reasons": dict(self.reasons.most_common(TOP_REASONS)),
+                "reasons": dict(sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_REASONS]),
                 "by_skill": {s: {"checked": c["checked"], "removed": c["removed"],
                                  "passed_share": round(1 - c["removed"] / c["checked"], 3) if c["checked"] else None}
                              for s, c in self.by_skill.items()}}

@@ -14,6 +14,8 @@ from agentinstruct.generate.validators.prompts import shipped_prompt
 
 from agentinstruct.llm import ChatModel, LLMError, chat_structured, conversation
 from agentinstruct.llm.structured import boolean_schema
+from agentinstruct.text import ENGLISH_STOPWORDS as STOPWORDS  # noqa: F401 - re-exported
+from agentinstruct.text import content_words as text_content_words
 
 if TYPE_CHECKING:
     from agentinstruct.generate import gates_config as cfgs
@@ -60,24 +62,17 @@ class Answerable(JudgeValidator):
         return None if res.value["answerable"] else self.reject("not answerable from the text (judge)")
 
 
-STOPWORDS = frozenset(
-    "the a an and or of to in on at for by with from is are was were be been it its this that these those "
-    "as not no yes can could should would will which who whom what when where why how than then there "
-    "their they them he she his her we you your our i me my do does did has have had so such also into "
-    "about over under more most less only other some any each all both".split()
-)
+def content_words(text: str, language: str | None = None) -> list[str]:
+    """The words a lexical comparison counts (stop words of ``language`` dropped; see agentinstruct.text)."""
+    return text_content_words(text, language)
 
 
-def content_words(text: str) -> list[str]:
-    return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in STOPWORDS and len(w) > 1]
-
-
-def lexical_support(answer: str, source: str) -> float:
+def lexical_support(answer: str, source: str, language: str | None = None) -> float:
     """Share of the answer's content words that occur in the source (1.0 for an empty answer)."""
-    words = content_words(answer)
+    words = content_words(answer, language)
     if not words:
         return 1.0
-    src = set(content_words(source))
+    src = set(content_words(source, language))
     return sum(w in src for w in words) / len(words)
 
 
@@ -106,7 +101,7 @@ class Grounding(JudgeValidator):
     async def check(self, c: Candidate) -> Rejection | None:
         if c.seed.kind != "text" or not applies(self.cfg.skills, c.skill):
             return None
-        support = lexical_support(c.answer, c.seed.text)
+        support = lexical_support(c.answer, c.seed.text, c.seed.language)
         if support >= self.cfg.lexical_support:
             return None
         if not self.cfg.judge:

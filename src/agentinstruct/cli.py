@@ -57,6 +57,8 @@ def generate(
     overwrite: Annotated[bool, typer.Option(help="delete the run directory first (only one agentinstruct made)")] = False,
     force: Annotated[bool, typer.Option(help="use (with --overwrite: delete) an output folder agentinstruct did not make")] = False,
     progress: Annotated[bool, typer.Option(help="show the live progress display")] = True,
+    progress_interval: Annotated[Optional[float], typer.Option(
+        help="seconds between progress lines when stderr is not a terminal (default: the recipe's, 30)")] = None,
 ) -> None:
     """Turn raw documents into an instruction dataset with the three AgentInstruct flows.
 
@@ -66,7 +68,8 @@ def generate(
     from agentinstruct.generate.runner import empty_run_reason, load_generate_recipe, run_generate
 
     try:
-        rec = load_generate_recipe(recipe, input=input, output=output, limit=limit, formats=format)
+        rec = load_generate_recipe(recipe, input=input, output=output, limit=limit, formats=format,
+                                   progress_interval_s=progress_interval)
         summary = run_generate(rec, skills=_csv(skills), console=console, show_progress=progress,
                                overwrite=overwrite, force=force, push_to_hub=push_to_hub)
     except UnitsFailed as exc:  # outputs hold what was made; the failed units wait for a rerun
@@ -79,6 +82,41 @@ def generate(
     empty = empty_run_reason(summary, rec.input)
     if empty:  # written (the rejected split explains it), but nothing usable: not a success
         fail(empty)
+    if summary.stopped:  # usable data was made: exit 0, but say the budget cut the run short
+        console.print(f"[yellow]{escape(summary.stopped)}[/] (finished units exported; rerun with a "
+                      "larger budget to continue)", soft_wrap=True)
+
+
+@app.command()
+def estimate(
+    recipe: Annotated[Path, typer.Option("--recipe", "-r", help="recipes/generate/<name>.yaml")],
+    input: Annotated[Optional[str], typer.Option(help="folder, glob, file, hf:NAME[:split] or saved dataset")] = None,
+    sample: Annotated[Optional[int], typer.Option(min=1, help="seeds to run (default: the recipe's estimate.sample)")] = None,
+    live: Annotated[bool, typer.Option(help="run the sample against the real teacher (spends calls)")] = False,
+    latency: Annotated[Optional[float], typer.Option(help="assumed seconds per call (default: recipe estimate.latency_s)")] = None,
+    skills: Annotated[Optional[str], typer.Option(help="comma-separated skill names or splits")] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        help="run folder to store the projection in (RUN/estimate.json), shown against the actuals after generate")] = None,
+) -> None:
+    """Project calls, tokens per skill, wall time and cost of a generate run from a small sample.
+
+    Without --live the sample runs on the package's scripted server (or the embedded model when
+    it is the teacher): completion tokens are then an upper bound from max_tokens caps.
+    """
+    from agentinstruct.generate import estimate as est
+    from agentinstruct.generate.runner import load_generate_recipe
+
+    try:
+        rec = load_generate_recipe(recipe, input=input)
+        result = est.estimate(rec, sample=sample, live=live, latency_s=latency, skills=_csv(skills))
+        saved = est.save(result, output) if output is not None else None
+    except (RecipeError, ValueError, RuntimeError) as exc:
+        fail(str(exc))
+    Console().print(result.table())
+    for line in result.lines():
+        console.print(escape(line), soft_wrap=True)
+    if saved is not None:
+        console.print(f"projection saved: {saved}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -253,6 +291,11 @@ def chat(
         fail(str(exc))
     print(out.text)
     console.print(f"[dim]finish={out.finish_reason} tokens={out.usage.prompt_tokens}+{out.usage.completion_tokens}[/]")
+
+
+from agentinstruct.skill_cli import skill_app  # noqa: E402 - `agentinstruct skill new | check`
+
+app.add_typer(skill_app, name="skill")
 
 
 def run() -> None:  # pragma: no cover

@@ -64,3 +64,11 @@ def detect(text: str) -> str:
     """The ISO 639-1 code of the language ``text`` is written in."""
     lang, _ = _identifier().classify(text)
     return lang
+
+
+_CODES = {name: code for code, name in LANGUAGE_NAMES.items()}
+
+
+def language_code(name: str) -> str:
+    """The ISO 639-1 code of a language name ("Russian" -> "ru"); a code is returned as given."""
+    return _CODES.get(name, name)

@@ -17,6 +17,19 @@ def content_id(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+class ToolCallFunction(BaseModel):
+    name: str
+    arguments: str  # JSON text, OpenAI format
+
+
+class ToolCall(BaseModel):
+    """One tool call of an assistant turn (OpenAI format)."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
 class Message(BaseModel):
     role: Role
     content: str
