@@ -17,12 +17,14 @@ from agentinstruct.evaluate.config import HeldoutSection
 from agentinstruct.evaluate.stats import clopper_pearson, paired_bootstrap, per_item  # noqa: F401 - re-exported
 
 from agentinstruct.llm import ChatModel, LLMError, conversation
+from agentinstruct.text import normalise as normalise_text
 
 
 def normalise(text: str) -> str:
-    text = text.lower().replace("°", " degrees ")
+    """The shared normaliser (any script, accents kept) after the held-out answers' own rules."""
+    text = text.replace("°", " degrees ")
     text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 12,000 -> 12000
-    return " ".join(re.findall(r"[a-z0-9]+", text))
+    return normalise_text(text)
 
 
 def is_correct(reply: str, answers: list[str]) -> bool:

@@ -24,7 +24,7 @@ from agentinstruct.evaluate.stats import (
     verdict,
 )
 
-from agentinstruct.embedded import DEFAULT_EMBEDDED, EMBEDDED_MODELS
+from agentinstruct.embedded import EMBEDDED_MODELS
 
 # Quoted, not measured: relative improvement of Orca-3 (Mistral-7B + AgentInstruct data) over
 # Mistral-7B-Instruct, from the abstract of arXiv 2407.03502 (AgentInstruct, Mitra et al., 2024).
@@ -111,7 +111,7 @@ def embedded_judge(score: dict[str, Any] | None) -> str | None:
     if not name:
         return None
     for key, (_, label) in EMBEDDED_MODELS.items():
-        if key in name or name == DEFAULT_EMBEDDED:
+        if key in name:  # embedded:KEY, or the same model served under its key
             return label
     return None
 

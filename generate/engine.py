@@ -32,7 +32,8 @@ from agentinstruct.generate.ingest import IngestReport, check_input, hf_tokenize
 from agentinstruct.generate.journal import Journal, unit_id
 from agentinstruct.generate.progress import LoggedProgress, generate_log
 from agentinstruct.generate.rundir import check_output, discard_unused_run_dir, prepare_run_dir
-from agentinstruct.generate.skills import Skill, load_skill, select_skills
+from agentinstruct.generate.seed_filter import SeedFilterRun
+from agentinstruct.generate.skills import Skill, load_skill, refuse_answer_first, select_skills
 from agentinstruct.generate.validators.counts import GateTally
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -137,6 +138,7 @@ class RunSummary:
     resumed_units: int = 0
     gates: dict[str, dict[str, Any]] = field(default_factory=dict)
     failed_units: dict[str, str] = field(default_factory=dict)  # not journaled: redone next run
+    seed_filter: dict[str, Any] = field(default_factory=dict)  # SeedFilterRun.report()
     total_units: int = 0
     stopped: str | None = None  # the budget line, when the budget stopped the run
 
@@ -167,6 +169,12 @@ class RunSummary:
         t.add_row("inputs read", str(self.ingest.read))
         t.add_row("seeds", str(self.ingest.seeds))
         t.add_row("inputs skipped", ", ".join(f"{r}: {n}" for r, n in self.ingest.skipped.items()) or "0")
+        if self.seed_filter.get("enabled"):
+            t.add_row("seed filter: removed / checked",
+                      f"{self.seed_filter['removed']} / {self.seed_filter['checked']}")
+            for rule, n in self.seed_filter["by_rule"].items():
+                example = (self.seed_filter["examples"].get(rule) or [""])[0]
+                t.add_row(f"  {rule}: {example[:60]}", str(n))
         t.add_row("units resumed from journal", str(self.resumed_units))
         if self.failed_units:
             t.add_row("[red]units failed[/] (redone on rerun)", f"{len(self.failed_units)} of {self.total_units}")
@@ -220,6 +228,7 @@ class GenerationRun:
     ):
         self.recipe = recipe
         self.skills: list[Skill] = select_skills([load_skill(s) for s in recipe.skills], skills)
+        refuse_answer_first(self.skills, recipe.language)
         self.console = console or Console(stderr=True)
         self.show_progress = show_progress
         self.out = Path(recipe.output)
@@ -251,6 +260,7 @@ class GenerationRun:
         self.row_gates = row_gates
         self.extra_manifest = extra_manifest or {}
         self.failed_units: dict[str, str] = {}  # unit id -> why its calls failed (this run)
+        self.seed_filter = SeedFilterRun(recipe.seed_filter)
         self.total_units = 0
         self.corpus = CorpusVersion(self.out)  # the input's seed ids (incremental runs)
 
@@ -259,7 +269,8 @@ class GenerationRun:
         tok = getattr(inner, "tokenizer", None)
         return hf_tokenizer_spans(tok) if tok is not None else regex_tokenize
 
-    def _seed_stream(self, teacher: ChatModel, report: IngestReport, log=None):
+    def _seed_stream(self, teacher: ChatModel, report: IngestReport, log=None,
+                     seed_filter: SeedFilterRun | None = None):
         """The run's seeds, in input order (generation reads them once; a retrieval index
         another time, before generation)."""
         return iter_seeds(
@@ -267,6 +278,8 @@ class GenerationRun:
             overlap=self.recipe.chunking.overlap, min_chars=self.recipe.chunking.min_chars,
             code_extensions=set(self.recipe.code_extensions), text_column=self.recipe.text_column,
             report=report, log=log,
+            # the retrieval index's own pass filters the same seeds out, without counting them twice
+            seed_filter=seed_filter or SeedFilterRun(self.recipe.seed_filter),
         )
 
     def _retriever(self, teacher: ChatModel):
@@ -366,7 +379,8 @@ class GenerationRun:
             finally:
                 admission.finished(started)
 
-        seeds = self._seed_stream(teacher, report, log=lambda line: self.console.print(f"[yellow]{line}[/]"))
+        seeds = self._seed_stream(teacher, report, log=lambda line: self.console.print(f"[yellow]{line}[/]"),
+                                  seed_filter=self.seed_filter)
         try:
             with progress:
                 for seed in itertools.islice(seeds, self.recipe.limit):
@@ -427,6 +441,7 @@ class GenerationRun:
         prepare_run_dir(self.out, overwrite=self.overwrite)
         self.overwrite = False  # a second run() resumes
         self.failed_units, self.total_units = {}, 0
+        self.seed_filter = SeedFilterRun(self.recipe.seed_filter)  # a second run() sees the seeds again
         self.corpus = CorpusVersion(self.out)
         try:
             report, resumed, models = asyncio.run(self._run())
@@ -456,7 +471,8 @@ class GenerationRun:
         summary = RunSummary(self.out, report, counts, stages, merged_stats(*models),
                              time.monotonic() - start, resumed, gates,
                              failed_units=dict(sorted(self.failed_units.items())),
-                             total_units=self.total_units, stopped=self.budget.stopped)
+                             total_units=self.total_units, stopped=self.budget.stopped,
+                             seed_filter=self.seed_filter.report())
         manifest = {
             "recipe": self.recipe.model_dump(mode="json"),
             "recipe_hash": self.hash,
@@ -467,6 +483,7 @@ class GenerationRun:
             "versions": package_versions(),
             "ingest": {"read": report.read, "seeds": report.seeds, "skipped": dict(report.skipped),
                        "messages": report.messages},
+            "seed_filter": self.seed_filter.report(),
             "counts": {k: dict(v) for k, v in counts.items()},
             "llm": summary.llm,
             "gates": gates,

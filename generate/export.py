@@ -14,16 +14,18 @@ import datasets
 from agentinstruct.generate.journal import Journal
 from agentinstruct.generate.validators.counts import reason_class
 
-from agentinstruct.records import PROVENANCE_COLUMNS
+from agentinstruct.records import PROVENANCE_COLUMNS, TOOL_TRACE_KEYS, messages_feature
 
 REJECTED = "rejected"
 
+# explicit, so every split (single-turn, with tool turns, empty) has one schema and splits concatenate
 FEATURES = datasets.Features({
-    "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
+    "messages": messages_feature(),
     "instruction": datasets.Value("string"),
     "seed_id": datasets.Value("string"),
     "source": datasets.Value("string"),
     "skill": datasets.Value("string"),
+    "split": datasets.Value("string"),
     "instruction_type": datasets.Value("string"),
     "transformation": datasets.Value("string"),
     "refinement_round": datasets.Value("int32"),
@@ -33,6 +35,10 @@ FEATURES = datasets.Features({
     "question_method": datasets.Value("string"),
     "answer_span": datasets.Value("string"),
     "source_sentence": datasets.Value("string"),
+    "passage_ids": datasets.List(datasets.Value("string")),
+    "suggestions": datasets.List(datasets.Value("string")),
+    "tool_trace": datasets.List({k: datasets.Value("string") for k in TOOL_TRACE_KEYS}),
+    "turns": datasets.Value("int32"),
     "reject_reason": datasets.Value("string"),
     "reject_gate": datasets.Value("string"),
     "judge_score": datasets.Value("float32"),
@@ -76,7 +82,8 @@ def write_split_files(journal: Journal, staging: Path, splits: list[str],
                         split = REJECTED
                         break
             if split == REJECTED:
-                counts[row["skill"]]["rejected"] += 1
+                # the split the row would have gone to (a journal from before `split` existed: `skill`)
+                counts[row.get("split") or row["skill"]]["rejected"] += 1
                 counts["_reasons"][f"{row['reject_gate']}: {reason_class(row['reject_reason'])}"] += 1
             else:
                 counts[split]["accepted"] += 1
@@ -205,13 +212,18 @@ def dataset_card(manifest: dict[str, Any], counts: dict[str, Counter]) -> str:
     lines += incremental.card_lines(manifest.get("dataset_version"))
     lines += estimate.card_lines(manifest.get("estimate"), manifest.get("budget"))
     lines += ["", "## Schema", "",
-              "- `messages`: list of `{role, content}` (chat format; loads directly in TRL's `SFTTrainer`)"]
+              "- `messages`: list of `{role, content, tool_calls, tool_call_id, name}` turns (OpenAI chat "
+              "format; roles system/user/assistant/tool, `tool_calls` on assistant turns, null where absent; "
+              "loads directly in TRL's `SFTTrainer`)"]
     lines += [f"- `{c}`: provenance" for c in PROVENANCE_COLUMNS]
     lines += ["- `language`: ISO 639-1 code of the language the pair is written in (the recipe's `language`, "
               "or the seed's detected language with `auto`)"]
     lines += ["- `question_method`: `llm` (the teacher wrote the task) or `rule` (built around an answer "
               "span by the answer_first method); `answer_span` and `source_sentence`: for `rule` rows, "
               "the span the question asks for and the sentence it comes from (empty otherwise)"]
+    lines += ["- `passage_ids`: retrieved passages shown to the teacher; `suggestions`: refinement "
+              "suggestions applied, in order; `tool_trace`: the tool rounds while answering "
+              "(`{name, arguments, result}`); `turns`: user turns in `messages`"]
     lines += ["- `reject_gate`, `reject_reason`: why a row is in `rejected` (empty otherwise)",
               "- `instruction`: the task alone (the user turn adds its passage or API context)",
               "- `judge_score`, `judge_rationale`: LLM judge score 1-10 (-1 when not judged) and its reason", ""]

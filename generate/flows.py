@@ -178,7 +178,7 @@ class UnitFlow:
         question = draft.question if draft else None
         return Record(
             messages=[Message(**m) for m in messages], instruction=task,
-            seed_id=self.seed.id, source=self.seed.source, skill=self.skill.split,
+            seed_id=self.seed.id, source=self.seed.source, skill=self.skill.name, split=self.skill.split,
             instruction_type=draft.itype.name if draft else itype, transformation=agent,
             refinement_round=draft.rnd if draft else rnd,
             teacher_model=self.ctx.teacher.name, recipe_hash=self.ctx.recipe_hash,
@@ -242,6 +242,11 @@ class UnitFlow:
     async def run(self) -> UnitResult:
         agents = self.skill.agents_for(self.seed.kind)
         if not agents:
+            return self.result
+        if self.skill.instruction.method == "answer_first" and self.language_code != "en":
+            # the question rules are English grammar (generate/questions.py): a counted rejection
+            self._reject(self._key(0), "instruction", f"answer_first builds English questions only "
+                         f"(seed language {self.language_code}, {self.language})", self.seed.text, agents[0].name)
             return self.result
         rng = random.Random(f"{self.ctx.recipe.seed}:{self.seed.id}:{self.skill.name}")
         chosen = sorted(rng.sample(range(len(agents)), min(self.p["agents"], len(agents))))

@@ -46,8 +46,10 @@ def empty_run_reason(summary: RunSummary, input_spec: str) -> str | None:
         return None
     if summary.ingest.seeds == 0:
         skipped = ", ".join(f"{r}: {n}" for r, n in summary.ingest.skipped.most_common(3))
+        rules = ", ".join(f"{r}: {n}" for r, n in (summary.seed_filter.get("by_rule") or {}).items())
         return (f"no usable records: 0 seeds read from {input_spec} ({summary.ingest.read} input(s) read"
-                + (f"; skipped {skipped})" if skipped else ")"))
+                + (f"; skipped {skipped}" if skipped else "")
+                + (f"; removed by the seed filter {rules}" if rules else "") + ")")
     rejected = sum(c["rejected"] for c in counts.values())
     if rejected:
         top = ", ".join(f"{r} ({n})" for r, n in summary.counts.get("_reasons", Counter()).most_common(3))

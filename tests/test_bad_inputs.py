@@ -175,7 +175,8 @@ CASES: dict[str, Callable[[Path, str], Case]] = {  # (tmp folder, fake server UR
     "generate-unknown-skills-flag": lambda t, url: Case(gen(t, "--skills", "nope"), "--skills: unknown skill 'nope'"),
     "generate-template-variable-typo": lambda t, url: Case(
         gen(t, skills=[bad_skill(t, "Text:\n{{ text }}\nType: {{ typ.name }}")]),
-        "typo_skill.yaml: instruction.prompt: unknown template variable 'typ' (template line 3); available: language, passages, text, type"),
+        "typo_skill.yaml: instruction.prompt: unknown template variable 'typ' (template line 3); "
+        "available: language, passages, text, type"),
     "generate-template-syntax-error": lambda t, url: Case(
         gen(t, skills=[bad_skill(t, "Text:\n{{ text }}\n{% if type %}{{ type.name }}\n")]),
         "typo_skill.yaml: instruction.prompt: template syntax error: Unexpected end of template"),

@@ -453,9 +453,11 @@ def test_new_capabilities_on_the_embedded_teacher(tmp_path):
     skills = [skill_file(tmp_path, "conversation", "conv", conversation={"turns": 2}),
               skill_file(tmp_path, "rag", "rag2", retrieval={"k": 2, "distractors": 1, "no_answer_rate": 0.5},
                          refinement={"rounds": 1, "suggestions": 1, "check_harder": False}),
-              "calculator_reasoning"]
+              skill_file(tmp_path, "calculator_reasoning", "calc", answer={
+                  **load_skill("calculator_reasoning").answer.model_dump(mode="json", exclude_none=True),
+                  "max_tool_rounds": 1})]
     recipe = load_generate_recipe(REPO / "recipes" / "generate" / "demo-embedded.yaml", output=tmp_path / "run",
-                                  input=str(DOCS), limit=2)
+                                  input=str(DOCS / "*.txt"), limit=2)
     recipe = recipe.model_copy(update={"skills": skills, "gates": recipe.gates.model_copy(update={
         "rederive": recipe.gates.rederive.model_copy(update={"enabled": False}),
         "decontamination": recipe.gates.decontamination.model_copy(update={"enabled": False})})})

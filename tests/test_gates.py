@@ -40,14 +40,15 @@ class Scripted(ChatModel):
         return Completion(text, "stop")
 
 
-def record(answer, user="Passage...\n\nHow many eels were counted?", skill="rc", itype="literal_comprehension",
-           instruction="How many eels were counted?"):
+def record(answer, user="Passage...\n\nHow many eels were counted?", skill="reading_comprehension",
+           itype="literal_comprehension", instruction="How many eels were counted?"):
     return Record(messages=[Message(role="user", content=user), Message(role="assistant", content=answer)],
-                  instruction=instruction, seed_id="s1", source="lake.txt", skill=skill, instruction_type=itype,
+                  instruction=instruction, seed_id="s1", source="lake.txt", skill=skill,
+                  split=SKILLS[skill].split, instruction_type=itype,
                   transformation="identity", refinement_round=0, teacher_model="t", recipe_hash="h")
 
 
-SKILLS = {s.split: s for s in (load_skill("reading_comprehension"), load_skill("tool_use"))}
+SKILLS = {s.name: s for s in (load_skill("reading_comprehension"), load_skill("tool_use"))}
 
 
 def test_calculator_and_arithmetic_check():
@@ -180,7 +181,7 @@ def test_planted_benchmark_item_is_removed_and_reported(tmp_path):
     assert summary.gates["decontamination"]["removed"] == len(removed)
     # every gate reports checked / removed; grounding reports the grounded share per skill
     assert {"tools", "grounding", "rederive", "dedup", "decontamination"} <= set(summary.gates)
-    assert summary.gates["grounding"]["by_skill"]["rc"]["passed_share"] is not None
+    assert summary.gates["grounding"]["by_skill"]["reading_comprehension"]["passed_share"] is not None
 
 
 def test_index_built_from_the_eval_recipes_benchmarks(tmp_path, repo):

@@ -87,7 +87,7 @@ def test_grounding_gate_checks_a_cyrillic_answer():
 
     def rec(answer):
         return Record(messages=[Message(role="user", content="?"), Message(role="assistant", content=answer)],
-                      instruction="?", seed_id="k", source="ozero_kalma.txt", skill="rc",
+                      instruction="?", seed_id="k", source="ozero_kalma.txt", skill="rc", split="rc",
                       instruction_type="literal_comprehension", transformation="identity",
                       refinement_round=0, teacher_model="t", recipe_hash="h", language="ru")
 
@@ -169,6 +169,7 @@ def test_answer_first_rejects_auto_detected_russian_seeds_per_seed(tmp_path):
     assert summary.accepted("open_domain_qa") == 0
 
 
+@pytest.mark.slow  # reason: real embedded-model generation on CPU: 15 s alone, 70-340 s measured on the 2 busy shared cores
 def test_embedded_teacher_on_the_russian_document(tmp_path):
     """The real embedded SmolLM2 as teacher: one seed, one passthrough agent, one task, no
     refinement, tiny budgets; asserts only that it completes and records the language."""

@@ -2,13 +2,14 @@
 templates, TRL's assistant-only masking, and the skill name kept apart from the split."""
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import datasets
 import pyarrow as pa
 import pytest
 import yaml
-from agentinstruct.generate.export import FEATURES, build_dataset, write_outputs
+from agentinstruct.generate.export import FEATURES, build_dataset, dataset_card, write_outputs
 from agentinstruct.generate.runner import load_generate_recipe, run_generate
 from agentinstruct.train.chat_templates import TEMPLATES_DIR, assistant_mask, load_template
 from agentinstruct.train.data_mixture import DatasetMixture, Source, load_mixture
@@ -16,7 +17,7 @@ from fake_openai import FakeOpenAIServer
 from transformers import AutoTokenizer
 
 from agentinstruct.embedded import converted_dir
-from agentinstruct.records import Message, Record, ToolCall, ToolCallFunction
+from agentinstruct.records import PROVENANCE_COLUMNS, TRACE_COLUMNS, Message, Record, ToolCall, ToolCallFunction
 
 SYSTEM = "You are a careful assistant with a calculator."
 USERS = ["What is 12 times 7?", "Is that more than eighty?", "And 84 minus 9, then halved?"]
@@ -90,6 +91,18 @@ def test_to_row_writes_uniform_message_dicts():
                     "function": {"name": "calculator", "arguments": '{"expression": "12*7"}'}}
     assert (rows[0]["skill"], rows[0]["split"], rows[0]["turns"]) == ("math_tools", "math", 3)
     assert rows[0]["tool_trace"][2]["result"] == CALLS[2][1] and rows[0]["passage_ids"] == ["p1", "p7"]
+
+
+def test_openai_turns_parse_and_the_card_describes_the_new_columns():
+    turn = Message(role="assistant", content=None, tool_calls=[
+        {"id": "c1", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}])
+    assert turn.content == "" and turn.tool_calls[0].function.name == "calculator"
+    manifest = {"splits": ["math", "rejected"], "teacher": "t", "recipe_hash": "h", "skills": ["math_tools"],
+                "input": "docs", "ingest": {"seeds": 1}}
+    card = dataset_card(manifest, {"math": Counter(accepted=1)})
+    for col in (*PROVENANCE_COLUMNS, *TRACE_COLUMNS):
+        assert col in FEATURES and f"`{col}`" in card, col
+    assert "tool_calls" in card
 
 
 def test_tool_trace_entries_need_name_arguments_result():
@@ -225,4 +238,4 @@ def test_generated_rows_keep_the_skill_name_apart_from_the_split(tmp_path, repo)
     assert set(dd["rc"]["skill"]) == {"reading_comprehension"} and set(dd["rc"]["turns"]) == {1}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["rc"]["accepted"] == len(dd["rc"])
-    assert manifest["counts"]["rc"]["rejected"] == len(dd["rejected"])
+    assert manifest["counts"]["rc"].get("rejected", 0) == len(dd["rejected"])  # counted by the row's split

@@ -194,7 +194,7 @@ def test_rule_built_rows_carry_their_method_span_and_sentence(tmp_path, repo):
         assert r["source_sentence"].rstrip(".") in source.replace("*", ""), r["source_sentence"]
     assert {"Orrin River", "1998"} <= {r["answer_span"] for r in rule}
     assert any("drains through the Orrin River" in r["source_sentence"] for r in rule)
-    llm = [r for r in rows("rc") + rows("rejected") if r["skill"] == "rc"]
+    llm = [r for r in rows("rc") + rows("rejected") if r["split"] == "rc"]
     assert llm and all((r["question_method"], r["answer_span"], r["source_sentence"]) == ("llm", "", "")
                        for r in llm)
     dd = datasets.load_from_disk(str(tmp_path / "run/dataset"))

@@ -83,11 +83,11 @@ def test_the_gate_ignores_functions_named_only_in_the_request():
     def record(reply: str) -> Record:
         return Record(messages=[Message(role="user", content=user_turn(SPECS)),
                                 Message(role="assistant", content=reply)],
-                      instruction=TASK, seed_id="s1", source="api.py", skill=SKILL.split,
+                      instruction=TASK, seed_id="s1", source="api.py", skill=SKILL.name, split=SKILL.split,
                       instruction_type="all_parameters_given", transformation="api_description",
                       refinement_round=0, teacher_model="t", recipe_hash="h")
 
-    gate, seed = ToolCheck(cfgs.ToolGate(), {SKILL.split: SKILL}), Seed(id="s1", text="x", source="api.py")
+    gate, seed = ToolCheck(cfgs.ToolGate(), {SKILL.name: SKILL}), Seed(id="s1", text="x", source="api.py")
     assert asyncio.run(gate.check(record(answer(("book_table", {"city": "Paris"}))), seed)) == \
         "tool calls: unknown function 'book_table'"
     assert asyncio.run(gate.check(record(answer(("get_forecast", {"city": "Oslo", "days": 5}))), seed)) is None

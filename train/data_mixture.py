@@ -15,6 +15,7 @@ from agentinstruct.train.preflight import validate_dataset_messages
 from pydantic import Field
 
 from agentinstruct.recipes import RecipeError, StrictModel, parse_recipe
+from agentinstruct.records import messages_feature
 
 EXCLUDED_BY_DEFAULT = ("rejected",)
 
@@ -56,6 +57,18 @@ def load_source(src: Source) -> datasets.DatasetDict:
     return datasets.load_dataset(src.path, name=src.name)  # Hub id
 
 
+def align_messages(ds: datasets.Dataset) -> datasets.Dataset:
+    """Cast ``messages`` to the toolkit's message type when its turns hold a subset of those keys
+    (e.g. plain ``{role, content}`` rows), so they concatenate with tool-using rows; turns of
+    another shape are left as they are."""
+    target = messages_feature()
+    have = ds.features["messages"]
+    turn = getattr(have, "feature", None)
+    if have == target or not isinstance(turn, dict) or not set(turn) <= set(target.feature):
+        return ds
+    return ds.cast_column("messages", target)
+
+
 def load_mixture(mix: DatasetMixture, where: str = "dataset_mixture") -> datasets.DatasetDict:
     parts = []
     for i, src in enumerate(mix.sources):
@@ -78,13 +91,17 @@ def load_mixture(mix: DatasetMixture, where: str = "dataset_mixture") -> dataset
                 continue
             ds = ds.select_columns(["messages"])
             validate_dataset_messages(ds, f"{label}: split {split!r}")
+            ds = align_messages(ds)
             if src.weight < 1.0:
                 keep = max(1, round(len(ds) * src.weight))
                 ds = ds.shuffle(seed=mix.seed).select(range(keep))
             parts.append(ds)
     if not parts:
         raise RecipeError(f"{where}: the sources hold no rows")
-    train = datasets.concatenate_datasets(parts).shuffle(seed=mix.seed)
+    try:
+        train = datasets.concatenate_datasets(parts).shuffle(seed=mix.seed)
+    except ValueError as exc:  # sources whose turns have different fields or types
+        raise RecipeError(f"{where}: the sources' messages cannot be combined: {str(exc).splitlines()[0][:300]}") from None
     if mix.test_split_size > 0:
         split = train.train_test_split(test_size=mix.test_split_size, seed=mix.seed)
         return datasets.DatasetDict({"train": split["train"], "test": split["test"]})

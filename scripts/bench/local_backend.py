@@ -81,7 +81,7 @@ def per_call_savings(reps: int) -> dict[str, tuple[float, float]]:
         timed(lambda i: validation_error(values[i % 2], schemas[i % 2])))
     work = Path(tempfile.mkdtemp(prefix="bench-local-"))
     completion = Completion(text="x" * 600, finish_reason="stop", usage=Usage(200, 150), model="m")
-    cache = CallCache(work / "c.sqlite")
+    cache, grouped = CallCache(work / "a.sqlite"), CallCache(work / "b.sqlite")  # apart: WAL checkpoints
 
     def put_now(i: int) -> None:  # before: one transaction a reply
         cache.put(f"a{i}", completion)
@@ -89,15 +89,15 @@ def per_call_savings(reps: int) -> dict[str, tuple[float, float]]:
 
     async def put_grouped() -> float:  # after: the replies of a loop turn in one transaction
         t0 = time.perf_counter()
-        for i in range(0, reps, 4):
+        for i in range(0, reps, 4):  # four replies in a turn (many more at high concurrency)
             for k in range(4):
-                cache.put(f"b{i + k}", completion)
-            await asyncio.sleep(0)
-        await asyncio.sleep(0)
+                grouped.put(f"b{i + k}", completion)
+            grouped.flush()  # what the end of the turn runs
         return 1000 * (time.perf_counter() - t0) / reps
 
     out["call-cache write"] = (timed(put_now), asyncio.run(put_grouped()))
     cache.close()
+    grouped.close()
     rows = [{"key": "k", "split": "s", "row": {"messages": [{"role": "user", "content": "y" * 1500}]}}]
     journal = Journal(work / "r.jsonl", "h")
 
