@@ -446,6 +446,7 @@ def test_sigkill_and_resume_give_identical_records_with_every_new_step(tmp_path)
 # --- the embedded teacher ----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # minutes: JSON-constrained tool requests take tens of seconds each on 2 CPU cores
 def test_new_capabilities_on_the_embedded_teacher(tmp_path):
     """Multi-turn, retrieval, calculator tool rounds (JSON tool-request fallback, xgrammar) and two
     refinement rounds on the real SmolLM2-135M, one seed each: nothing crashes and every record is

@@ -28,7 +28,8 @@ CONSTANT = re.compile(r"^([A-Z][A-Z0-9_]*_SCHEMA)\s*=", re.MULTILINE)
 def code_schemas() -> dict[str, dict]:
     """Every module-level ``*_SCHEMA`` constant in the stage folders, found by reading the
     source (so a new constant is covered without editing this test), plus the builders."""
-    from agentinstruct.generate.flows import TASK_SCHEMA, suggestions_schema
+    from agentinstruct.generate.steps.refine import suggestions_schema
+    from agentinstruct.generate.steps.writing import TASK_SCHEMA
 
     found = {}
     for folder in ("generate", "evaluate", "train", "src/agentinstruct"):
@@ -41,8 +42,8 @@ def code_schemas() -> dict[str, dict]:
             module = importlib.import_module(".".join(parts))
             for name in names:
                 found[f"{'.'.join(parts)}.{name}"] = getattr(module, name)
-    assert "agentinstruct.generate.flows.TASK_SCHEMA" in found and found[
-        "agentinstruct.generate.flows.TASK_SCHEMA"] is TASK_SCHEMA
+    assert "agentinstruct.generate.steps.writing.TASK_SCHEMA" in found and found[
+        "agentinstruct.generate.steps.writing.TASK_SCHEMA"] is TASK_SCHEMA
     found["suggestions_schema(3)"] = suggestions_schema(3)
     found["boolean_schema('x')"] = boolean_schema("x")
     return found
