@@ -63,7 +63,7 @@ NO_CALL_TYPES = {"needed_api_absent", "missing_parameters"}
 _SIGNATURE = re.compile(r"(?<![\w.])([A-Za-z_][A-Za-z0-9_]*)\(([^()]*)\)")
 
 
-def _json_values(text: str) -> list[object]:
+def json_values(text: str) -> list[object]:
     """Every top-level JSON object or array embedded in ``text``."""
     decoder, values, i = json.JSONDecoder(), [], 0
     while i < len(text):
@@ -125,7 +125,7 @@ def parse_api_list(api_text: str) -> dict[str, set[str]]:
     Only these count as APIs: other words of the text (the template's own ``name``,
     ``arguments``, the prose) do not."""
     apis: dict[str, set[str]] = {}
-    for value in _json_values(api_text):
+    for value in json_values(api_text):
         _collect_specs(value, apis)
     if apis:
         return apis

@@ -235,7 +235,7 @@ def test_gate_report_from_the_journal_and_from_an_old_journal(tmp_path):
             g = got[name]
             assert set(g) == {"checked", "removed", "reasons", "by_skill"}
             assert g["removed"] == removed[name] == sum(g["reasons"].values())
-            assert g["by_skill"]["rc"]["checked"] == g["checked"]
+            assert g["by_skill"]["reading_comprehension"]["checked"] == g["checked"]  # keyed by skill name
         assert got["grounding"]["removed"] and got["rederive"]["removed"]  # the verdicts did remove pairs
         # each gate checks what the one before it kept
         assert got["grounding"]["checked"] == got["tools"]["checked"] - got["tools"]["removed"]

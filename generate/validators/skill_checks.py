@@ -25,8 +25,9 @@ import re
 from typing import Any
 
 import jsonschema
-from agentinstruct.generate.tools import EQUATION, calculate
-from agentinstruct.generate.validators.base import PURE, TOOL, Candidate, Rejection, ValidatorContext, register
+from agentinstruct.generate.tools import EQUATION, calculate, json_values
+from agentinstruct.generate.validators.base import TOOL, Candidate, register
+from agentinstruct.generate.validators.text_checks import TextValidator
 
 from agentinstruct.text import normalise
 
@@ -50,21 +51,8 @@ NUMBER = re.compile(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?(?![\w])")
 FENCED = re.compile(r"```(?:json)?\s*\n(.*?)```", re.DOTALL)
 
 
-class FormCheck:
-    """Base of these stateless checks: built from any context, ``reason`` says why not."""
-
-    name = ""
-    cost = PURE
-
-    def __init__(self, ctx: ValidatorContext | None = None):
-        self.ctx = ctx
-
-    def reason(self, c: Candidate) -> str | None:
-        raise NotImplementedError
-
-    async def check(self, c: Candidate) -> Rejection | None:
-        reason = self.reason(c)
-        return Rejection(self.name, reason) if reason else None
+# the stateless base class of the text checks
+FormCheck = TextValidator
 
 
 def _number(text: str) -> float | None:
@@ -158,23 +146,6 @@ class LabelInSet(FormCheck):
 
 
 # --- extraction against a stated schema ----------------------------------------------------
-
-
-def json_values(text: str) -> list[Any]:
-    """Every top-level JSON object or array embedded in ``text``, in order."""
-    decoder, values, i = json.JSONDecoder(), [], 0
-    while i < len(text):
-        if text[i] in "[{":
-            try:
-                value, end = decoder.raw_decode(text, i)
-            except json.JSONDecodeError:
-                i += 1
-                continue
-            values.append(value)
-            i = end
-        else:
-            i += 1
-    return values
 
 
 def task_schema(task: str) -> dict | None:
