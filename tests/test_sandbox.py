@@ -44,16 +44,25 @@ def canary(monkeypatch) -> str:
     return value
 
 
-def _gone(marker: str) -> bool:
-    """No process on the host has ``marker`` in its command line (pgrep -f, without procps)."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if marker in cmdline:
+def _gone(marker: str, within_s: float = 5.0) -> bool:
+    """No process on the host has ``marker`` in its command line (pgrep -f, without procps),
+    within ``within_s``: SIGKILLed processes of a dying PID namespace take a moment to exit."""
+    deadline = time.monotonic() + within_s
+    while True:
+        alive = False
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if marker in cmdline:
+                alive = True
+                break
+        if not alive:
+            return True
+        if time.monotonic() > deadline:
             return False
-    return True
+        time.sleep(0.05)
 
 
 @isolated
